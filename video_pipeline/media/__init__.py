@@ -1,0 +1,1 @@
+"""Pure media functions: bytes in, numpy out. No Triton, no HTTP."""

@@ -1,0 +1,499 @@
+"""Video bytes -> sampled RGB frames with PyAV, decoding only what the samples need.
+
+Two passes over the container:
+
+1. **Index**: demux the video stream's packets without decoding them (cheap: no
+   pixels) and keep only their timestamps and keyframe flags. This gives every
+   frame's true presentation time (variable frame rate safe), the frame count
+   and the keyframe positions, with memory flat in video length.
+2. **Decode**: for each run of samples, seek to the keyframe that starts its
+   GOP and decode forward. Non-reference frames that are not samples are
+   discarded by FFmpeg (``skip_frame=NONREF``) and only samples are converted to
+   RGB, in FFmpeg's scaler, at the target size. Where seeking lands somewhere
+   unexpected the decoder falls back to decoding sequentially.
+
+``mode="keyframe"`` moves each sample to the nearest keyframe within a
+tolerance and decodes keyframes alone; the returned timestamps are the true
+times of the frames actually returned.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge, UnsupportedMedia
+from video_pipeline.media.options import DecodeLimits, VideoOptions
+from video_pipeline.media.resize import fit_pixel_budget
+from video_pipeline.media.sampling import select_frames, snap_to_keyframes
+
+logger = logging.getLogger(__name__)
+
+Source = bytes | bytearray | memoryview | str | os.PathLike
+
+
+@dataclass
+class DecodedVideo:
+    """Sampled frames plus everything needed to describe them truthfully."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8, display orientation
+    timestamps: np.ndarray  # (T,) float64 seconds from the first frame
+    frame_indices: np.ndarray  # (T,) int64 position in presentation order
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Index:
+    pts: np.ndarray  # presentation order, stream time_base units
+    key: np.ndarray  # presentation order, bool
+    has_pts: bool
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds if seconds > 0 else math.inf
+
+    def check(self) -> None:
+        if time.monotonic() > self.at:
+            raise DecodeTimeout(f"decoding took longer than the {self.seconds:g} s limit")
+
+
+def decode_video(
+    source: Source, options: VideoOptions | None = None, limits: DecodeLimits | None = None
+) -> DecodedVideo:
+    """Decodes the frames ``options`` asks for from a container in memory or on disk.
+
+    Raises :class:`InvalidInput` (corrupt/truncated/empty/non-video),
+    :class:`UnsupportedMedia` (audio only, no decoder), :class:`MediaTooLarge`
+    (a budget in ``limits``) or :class:`DecodeTimeout`.
+    """
+    options = options or VideoOptions()
+    limits = limits or DecodeLimits()
+    options.check_limits(limits)
+    deadline = _Deadline(limits.decode_timeout_s)
+    with _open(source, limits) as container:
+        stream = _video_stream(container, limits)
+        index = _build_index(container, stream, limits, deadline)
+        tb = stream.time_base or Fraction(1, 90000)
+        pts0 = int(index.pts[0])
+        times = (index.pts - pts0).astype(np.float64) * float(tb)
+        frame_duration = _frame_duration(stream, times)
+        chosen = select_frames(times, frame_duration, options)
+        snapped = np.zeros(len(chosen), dtype=bool)
+        if options.mode == "keyframe" and index.has_pts:
+            chosen, snapped = snap_to_keyframes(times, chosen, np.flatnonzero(index.key), options.keyframe_tolerance)
+
+        cc = stream.codec_context
+        rotation = _rotation(stream)
+        disp_h, disp_w = (cc.width, cc.height) if rotation in (90, 270) else (cc.height, cc.width)
+        if options.resize:
+            out_h, out_w = fit_pixel_budget(
+                disp_h, disp_w, options.patch_factor, options.min_pixels, options.max_pixels
+            )
+        else:
+            out_h, out_w = disp_h, disp_w
+        nbytes = len(chosen) * out_h * out_w * 3
+        if nbytes > limits.max_output_bytes:
+            raise MediaTooLarge(
+                f"{len(chosen)} frames of {out_w}x{out_h} need {nbytes} bytes; "
+                f"the limit is {limits.max_output_bytes}"
+            )
+        frames = np.empty((len(chosen), out_h, out_w, 3), dtype=np.uint8)
+        conv = _Converter(frames, rotation, out_h, out_w)
+        wanted = {int(index.pts[i]): k for k, i in enumerate(chosen)}
+        got = _decode_selected(container, stream, index, chosen, wanted, conv, limits, deadline)
+        if not got.all():
+            # Samples the seek path could not produce (no timestamps, open GOP, broken index).
+            if index.has_pts:
+                missing = {p: k for p, k in wanted.items() if not got[k]}
+            else:
+                missing = {int(i): k for k, i in enumerate(chosen)}
+            logger.info("seek path missed %d of %d samples; decoding sequentially", len(missing), len(chosen))
+            _decode_sequential(container, stream, missing, conv, got, deadline, by_order=not index.has_pts)
+        if not got.all():
+            keep = np.flatnonzero(got)
+            if len(keep) == 0:
+                raise InvalidInput("no frame could be decoded: the video is corrupt or truncated")
+            frames, chosen, snapped = frames[keep], chosen[keep], snapped[keep]
+
+        metadata = {
+            "video_backend": "pyav",
+            "container": container.format.name,
+            "codec": cc.name,
+            "width": int(disp_w),
+            "height": int(disp_h),
+            "rotation": rotation,
+            "fps": _fps(stream, times),
+            "duration": float(times[-1] + frame_duration),
+            "total_num_frames": len(times),
+            "frames_indices": [int(i) for i in chosen],
+            "output_width": int(out_w),
+            "output_height": int(out_h),
+            "mode": options.mode,
+            "keyframe_snapped": [bool(s) for s in snapped],
+        }
+        return DecodedVideo(
+            frames=frames,
+            timestamps=times[chosen].astype(np.float64),
+            frame_indices=chosen.astype(np.int64),
+            metadata=metadata,
+        )
+
+
+def probe(source: Source, limits: DecodeLimits | None = None) -> dict[str, Any]:
+    """Container-level facts without decoding pixels (used to validate uploads)."""
+    limits = limits or DecodeLimits()
+    with _open(source, limits) as container:
+        stream = _video_stream(container, limits)
+        cc = stream.codec_context
+        return {
+            "container": container.format.name,
+            "codec": cc.name,
+            "width": cc.width,
+            "height": cc.height,
+            "rotation": _rotation(stream),
+            "duration": (container.duration / 1e6) if container.duration else None,
+        }
+
+
+# --- opening and validation ---------------------------------------------------
+
+
+class _open:
+    """Opens a container from bytes or a path, mapping FFmpeg's errors to ours."""
+
+    def __init__(self, source: Source, limits: DecodeLimits) -> None:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            size = len(source)
+            if size == 0:
+                raise InvalidInput("the video is empty (0 bytes)")
+            if size > limits.max_input_bytes:
+                raise MediaTooLarge(f"the video has {size} bytes; the limit is {limits.max_input_bytes}")
+            self._file: Any = io.BytesIO(source)
+        else:
+            path = os.fspath(source)
+            try:
+                size = os.path.getsize(path)
+            except OSError as exc:
+                raise InvalidInput(f"cannot read the video file: {exc.strerror}") from None
+            if size == 0:
+                raise InvalidInput("the video is empty (0 bytes)")
+            if size > limits.max_input_bytes:
+                raise MediaTooLarge(f"the video has {size} bytes; the limit is {limits.max_input_bytes}")
+            self._file = path
+        self.container: Any = None
+
+    def __enter__(self) -> Any:
+        try:
+            self.container = av.open(self._file, mode="r", metadata_errors="ignore")
+        except av.FFmpegError as exc:
+            raise InvalidInput(f"not a decodable video container ({_ffmpeg_reason(exc)})") from None
+        except (UnicodeDecodeError, ValueError, OSError) as exc:
+            raise InvalidInput(f"not a decodable video container ({exc})") from None
+        return self.container
+
+    def __exit__(self, *exc: object) -> None:
+        if self.container is not None:
+            self.container.close()
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return str(msg).strip() or type(exc).__name__
+
+
+def _video_stream(container: Any, limits: DecodeLimits) -> Any:
+    n = len(container.streams)
+    if n > limits.max_streams:
+        raise MediaTooLarge(f"the container has {n} streams; the limit is {limits.max_streams}")
+    candidates = [
+        s for s in container.streams.video if not (int(s.disposition) & int(av.stream.Disposition.attached_pic))
+    ]
+    if not candidates:
+        if container.streams.audio:
+            raise UnsupportedMedia("the file has no video stream (audio only)")
+        raise InvalidInput("the file has no video stream")
+    stream = candidates[0]
+    try:
+        cc = stream.codec_context
+    except Exception:  # noqa: BLE001 - PyAV raises assorted errors for unknown codecs
+        cc = None
+    if cc is None or not cc.is_decoder:
+        raise UnsupportedMedia(f"no decoder for the video codec ({_codec_name(stream)})")
+    w, h = int(cc.width or 0), int(cc.height or 0)
+    if w <= 0 or h <= 0:
+        raise InvalidInput("the video stream declares no frame size (corrupt header)")
+    if w > limits.max_width or h > limits.max_height or w * h > limits.max_frame_pixels:
+        raise MediaTooLarge(
+            f"frame size {w}x{h} exceeds the limit of {limits.max_width}x{limits.max_height} "
+            f"({limits.max_frame_pixels} pixels)"
+        )
+    declared = int(stream.frames or 0)
+    if declared > limits.max_total_frames:
+        raise MediaTooLarge(f"the video declares {declared} frames; the limit is {limits.max_total_frames}")
+    duration = _declared_duration(container, stream)
+    if duration is not None and duration > limits.max_duration_s:
+        raise MediaTooLarge(f"the video lasts {duration:.1f} s; the limit is {limits.max_duration_s:g} s")
+    cc.thread_type = "AUTO"
+    cc.thread_count = limits.threads
+    return stream
+
+
+def _codec_name(stream: Any) -> str:
+    for attr in ("codec_tag",):
+        try:
+            return str(getattr(stream, attr))
+        except Exception:  # noqa: BLE001
+            pass
+    return "unknown"
+
+
+def _declared_duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1e6
+    return None
+
+
+def _rotation(stream: Any) -> int:
+    """Clockwise rotation (0/90/180/270) that turns coded frames into display orientation."""
+    deg = 0.0
+    try:
+        sd = stream.side_data
+        matrix = sd.get("DISPLAYMATRIX") if hasattr(sd, "get") else None
+        if matrix is not None:
+            deg = float(matrix)
+    except Exception:  # noqa: BLE001 - side data support varies by PyAV build
+        deg = 0.0
+    if deg == 0.0:
+        try:
+            deg = -float(stream.metadata.get("rotate", 0) or 0)
+        except ValueError:
+            deg = 0.0
+    # FFmpeg's display rotation is counterclockwise; we rotate clockwise by its negation.
+    return int(round(-deg / 90.0)) % 4 * 90
+
+
+# --- index pass -----------------------------------------------------------------
+
+
+def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _Deadline) -> _Index:
+    pts: list[int] = []
+    key: list[bool] = []
+    has_pts = True
+    n = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            n += 1
+            if n > limits.max_total_frames:
+                raise MediaTooLarge(f"the video has more than {limits.max_total_frames} frames (the limit)")
+            if n % 256 == 0:
+                deadline.check()
+            p = packet.pts if packet.pts is not None else packet.dts
+            if p is None:
+                has_pts = False
+                p = n - 1
+            pts.append(int(p))
+            key.append(bool(packet.is_keyframe))
+    except av.FFmpegError as exc:
+        if not pts:
+            raise InvalidInput(f"the video stream cannot be read ({_ffmpeg_reason(exc)})") from None
+        logger.info("index stopped early after %d packets: %s", len(pts), exc)
+    if not pts:
+        raise InvalidInput("the video stream has no frames (empty or truncated)")
+    arr = np.asarray(pts, dtype=np.int64)
+    keys = np.asarray(key, dtype=bool)
+    order = np.argsort(arr, kind="stable")
+    arr, keys = arr[order], keys[order]
+    if len(arr) > 1 and np.any(np.diff(arr) == 0):
+        has_pts = False  # duplicate timestamps: the index cannot address frames reliably
+        arr = np.arange(len(arr), dtype=np.int64)
+    if not has_pts:
+        # Without trustworthy timestamps, time is frame order at the nominal rate.
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        tb = stream.time_base or Fraction(1, 90000)
+        arr = np.round(np.arange(len(arr)) / float(rate) / float(tb)).astype(np.int64)
+    if duration_over := (float((arr[-1] - arr[0]) * (stream.time_base or Fraction(1, 90000))) > limits.max_duration_s):
+        del duration_over
+        raise MediaTooLarge(f"the video lasts more than {limits.max_duration_s:g} s (the limit)")
+    return _Index(pts=arr, key=keys, has_pts=has_pts)
+
+
+def _frame_duration(stream: Any, times: np.ndarray) -> float:
+    if len(times) > 1:
+        d = float(np.median(np.diff(times)))
+        if d > 0:
+            return d
+    rate = stream.average_rate or stream.guessed_rate
+    return 1.0 / float(rate) if rate else 0.04
+
+
+def _fps(stream: Any, times: np.ndarray) -> float:
+    rate = stream.average_rate or stream.guessed_rate
+    if rate:
+        return float(rate)
+    if len(times) > 1 and times[-1] > 0:
+        return (len(times) - 1) / float(times[-1])
+    return 0.0
+
+
+# --- decode pass ----------------------------------------------------------------
+
+
+class _Converter:
+    """Writes decoded frames into the output array: scale + RGB in one swscale call, then rotate."""
+
+    def __init__(self, out: np.ndarray, rotation: int, out_h: int, out_w: int) -> None:
+        self.out = out
+        self.k = rotation // 90  # clockwise quarter turns
+        # Scale in coded orientation; rotation comes after.
+        self.h, self.w = (out_w, out_h) if self.k % 2 else (out_h, out_w)
+
+    def put(self, slot: int, frame: Any) -> None:
+        rgb = frame.reformat(width=self.w, height=self.h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        if self.k:
+            rgb = np.rot90(rgb, k=-self.k)
+        self.out[slot] = rgb
+
+
+def _decode_selected(
+    container: Any,
+    stream: Any,
+    index: _Index,
+    chosen: np.ndarray,
+    wanted: dict[int, int],
+    conv: _Converter,
+    limits: DecodeLimits,
+    deadline: _Deadline,
+) -> np.ndarray:
+    """Seek-and-decode-forward, one run per GOP holding samples; returns which slots were filled."""
+    got = np.zeros(len(chosen), dtype=bool)
+    if not index.has_pts:
+        return got
+    key_pts = index.pts[index.key]
+    if len(key_pts) == 0:
+        return got
+    cc = stream.codec_context
+    gop_of = np.maximum(np.searchsorted(key_pts, np.asarray(sorted(wanted)), side="right") - 1, 0)
+    runs: dict[int, set[int]] = {}
+    for t, g in zip(sorted(wanted), gop_of, strict=True):
+        runs.setdefault(int(g), set()).add(t)
+    for g, pending in sorted(runs.items()):
+        deadline.check()
+        seek_to = int(key_pts[g])
+        try:
+            container.seek(seek_to, stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError:
+            return got
+        cc.flush_buffers()
+        last = max(pending)
+        started = False
+        past_next_key = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                p = packet.pts if packet.pts is not None else packet.dts
+                if not started:
+                    if p is not None and p > seek_to:
+                        return got  # the seek overshot: this index cannot be trusted
+                    if p != seek_to:
+                        continue  # landed before our keyframe: demux forward to it
+                    started = True
+                deadline.check()
+                if packet.is_keyframe and p is not None and p > last:
+                    past_next_key += 1
+                elif past_next_key:
+                    past_next_key += 1
+                if past_next_key > _REORDER_SLACK:
+                    break
+                cc.skip_frame = "DEFAULT" if p in pending else "NONREF"
+                newest = _take_all(cc.decode(packet), wanted, pending, conv, got)
+                if not pending or (newest is not None and newest > last):
+                    break
+            if pending:
+                cc.skip_frame = "DEFAULT"
+                _take_all(cc.decode(None), wanted, pending, conv, got)
+        except av.FFmpegError as exc:
+            logger.info("decode error in the GOP at pts %d (continuing): %s", seek_to, exc)
+        cc.skip_frame = "DEFAULT"
+        cc.flush_buffers()
+    return got
+
+
+# Packets decoded past the next keyframe before giving up on a sample (open-GOP leading frames).
+_REORDER_SLACK = 16
+
+
+def _take_all(frames: Any, wanted: dict[int, int], pending: set[int], conv: _Converter, got: np.ndarray) -> int | None:
+    newest = None
+    for frame in frames:
+        _take(frame, wanted, pending, conv, got)
+        if frame.pts is not None:
+            newest = frame.pts if newest is None else max(newest, frame.pts)
+    return newest
+
+
+def _take(frame: Any, wanted: dict[int, int], pending: set[int], conv: _Converter, got: np.ndarray) -> None:
+    p = frame.pts
+    if p in pending:
+        slot = wanted[p]
+        conv.put(slot, frame)
+        got[slot] = True
+        pending.discard(p)
+
+
+def _decode_sequential(
+    container: Any,
+    stream: Any,
+    wanted: dict[int, int],
+    conv: _Converter,
+    got: np.ndarray,
+    deadline: _Deadline,
+    by_order: bool,
+) -> None:
+    """Decodes from the start, matching samples by timestamp, or by output order when
+    the stream's timestamps cannot be trusted (then ``wanted`` maps ordinals to slots)."""
+    try:
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+    except av.FFmpegError:
+        pass
+    cc = stream.codec_context
+    cc.flush_buffers()
+    cc.skip_frame = "DEFAULT"
+    pending = set(wanted)
+    ordinal = 0
+
+    def take(frames: Any) -> None:
+        nonlocal ordinal
+        for frame in frames:
+            key = ordinal if by_order else frame.pts
+            ordinal += 1
+            if key in pending:
+                conv.put(wanted[key], frame)
+                got[wanted[key]] = True
+                pending.discard(key)
+
+    try:
+        for packet in container.demux(stream):
+            deadline.check()
+            take(cc.decode(packet) if packet.size else cc.decode(None))
+            if not pending:
+                return
+        if pending:
+            take(cc.decode(None))
+    except av.FFmpegError as exc:
+        logger.info("sequential decode stopped: %s", exc)

@@ -1,0 +1,183 @@
+"""Per-request video options and server-side decode limits, validated once.
+
+``VideoOptions`` is what a client may set for one video (the ``video_options``
+JSON tensor); ``DecodeLimits`` is what the operator sets for the server
+(config.pbtxt parameters). Unknown keys and bad values raise
+:class:`~video_pipeline.errors.InvalidInput` naming the key.
+
+Sampling semantics (documented in the README):
+
+- neither ``num_frames`` nor ``fps``: ``fps = DEFAULT_FPS`` (2.0), capped by ``max_frames``;
+- ``num_frames`` only: exactly that many frames, spread uniformly over [start, end];
+- ``fps`` only: one frame every 1/fps seconds, capped by ``max_frames`` (re-spread uniformly when capped);
+- both: ``fps`` sampling with ``num_frames`` as the cap (the vLLM loader's behaviour).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from video_pipeline.errors import InvalidInput, MediaTooLarge
+
+DEFAULT_FPS = 2.0
+DEFAULT_MAX_FRAMES = 768
+# Qwen-VL's default per-frame pixel budget for video (128..768 tokens of 28x28).
+DEFAULT_MIN_PIXELS = 128 * 28 * 28
+DEFAULT_MAX_PIXELS = 768 * 28 * 28
+DEFAULT_PATCH_FACTOR = 28
+SAMPLING_MODES = ("exact", "keyframe")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Operator-set budgets that protect the server (decompression bombs, hangs)."""
+
+    max_input_bytes: int = 2 * 1024**3
+    max_width: int = 8192
+    max_height: int = 8192
+    max_frame_pixels: int = 8192 * 4320
+    max_duration_s: float = 4 * 3600.0
+    max_total_frames: int = 2_000_000
+    max_sampled_frames: int = 2048
+    max_output_bytes: int = 4 * 1024**3
+    max_streams: int = 64
+    decode_timeout_s: float = 120.0
+    threads: int = 0  # 0 = let FFmpeg pick
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> DecodeLimits:
+        """Builds limits from Triton ``parameters`` (strings); unknown keys are ignored by the caller."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in params and params[f.name] != "":
+                kwargs[f.name] = _coerce(f.name, params[f.name], float if f.type == "float" else int)
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How to sample and size one video. All times in seconds."""
+
+    num_frames: int | None = None
+    fps: float | None = None
+    max_frames: int = DEFAULT_MAX_FRAMES
+    start: float | None = None
+    end: float | None = None
+    mode: str = "exact"
+    keyframe_tolerance: float = 1.0
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    patch_factor: int = DEFAULT_PATCH_FACTOR
+    resize: bool = True  # False: keep native size (the preprocessor still sizes for the engine)
+
+    def __post_init__(self) -> None:
+        if self.num_frames is not None and self.num_frames < 1:
+            raise InvalidInput(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
+            raise InvalidInput(f"fps must be a positive number, got {self.fps}")
+        if self.max_frames < 1:
+            raise InvalidInput(f"max_frames must be >= 1, got {self.max_frames}")
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0 and math.isfinite(v)):
+                raise InvalidInput(f"{name} must be a non-negative number of seconds, got {v}")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise InvalidInput(f"end ({self.end}) must be greater than start ({self.start})")
+        if self.mode not in SAMPLING_MODES:
+            raise InvalidInput(f"mode must be one of {list(SAMPLING_MODES)}, got {self.mode!r}")
+        if not (self.keyframe_tolerance >= 0 and math.isfinite(self.keyframe_tolerance)):
+            raise InvalidInput(f"keyframe_tolerance must be >= 0, got {self.keyframe_tolerance}")
+        if self.patch_factor < 1:
+            raise InvalidInput(f"patch_factor must be >= 1, got {self.patch_factor}")
+        if self.min_pixels < 1 or self.max_pixels < 1:
+            raise InvalidInput("min_pixels and max_pixels must be >= 1")
+        if self.min_pixels > self.max_pixels:
+            raise InvalidInput(f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})")
+
+    @property
+    def frame_cap(self) -> int:
+        """The most frames this request may produce."""
+        if self.num_frames is not None and self.fps is None:
+            return self.num_frames
+        if self.num_frames is not None:
+            return min(self.num_frames, self.max_frames)
+        return self.max_frames
+
+    def check_limits(self, limits: DecodeLimits) -> None:
+        """Refuses requests whose own settings exceed the server's budget, before any decoding."""
+        if self.frame_cap > limits.max_sampled_frames:
+            raise MediaTooLarge(
+                f"requested up to {self.frame_cap} frames; the server allows at most "
+                f"{limits.max_sampled_frames} sampled frames per video"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> VideoOptions:
+        """Validates a client's options; unknown keys and wrong types are errors, not ignored."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise InvalidInput(f"video options must be a JSON object, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise InvalidInput(f"unknown video option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if value is None:
+                continue
+            ftype = str(known[key].type)
+            if "bool" in ftype:
+                if not isinstance(value, bool):
+                    raise InvalidInput(f"video option {key} must be a boolean, got {value!r}")
+                kwargs[key] = value
+            elif "str" in ftype:
+                if not isinstance(value, str):
+                    raise InvalidInput(f"video option {key} must be a string, got {value!r}")
+                kwargs[key] = value
+            elif "float" in ftype:
+                kwargs[key] = _coerce(key, value, float)
+            else:
+                kwargs[key] = _coerce(key, value, int)
+        # A budget given on one side only moves the default on the other side with it,
+        # so {"max_pixels": 12544} alone is valid (not "min_pixels exceeds max_pixels").
+        if "max_pixels" in kwargs and "min_pixels" not in kwargs:
+            kwargs["min_pixels"] = min(DEFAULT_MIN_PIXELS, kwargs["max_pixels"])
+        if "min_pixels" in kwargs and "max_pixels" not in kwargs:
+            kwargs["max_pixels"] = max(DEFAULT_MAX_PIXELS, kwargs["min_pixels"])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> VideoOptions:
+        if raw is None or raw in (b"", ""):
+            return cls()
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"video options are not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """int/float from JSON numbers (or numeric strings, for Triton parameters); bools are refused."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"{key} must be a number, got {value!r}")
+    try:
+        if kind is int:
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(value)
+        out = float(value)
+        if not math.isfinite(out):
+            raise ValueError
+        return out
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None

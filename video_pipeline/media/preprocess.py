@@ -1,0 +1,63 @@
+"""Frames from the decoder -> what a Qwen-VL-class engine consumes.
+
+Sizes frames under the pixel budget (a no-op when the decoder already scaled
+them in FFmpeg's pixel path) and describes them in the metadata shape vLLM's
+Qwen2/2.5/3-VL processors accept, so the model sees the true timestamps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from video_pipeline.errors import InvalidInput
+from video_pipeline.media.options import VideoOptions
+from video_pipeline.media.resize import fit_pixel_budget, resize_frames
+
+# Qwen-VL merges this many consecutive frames into one temporal patch.
+TEMPORAL_PATCH = 2
+
+
+def preprocess(
+    frames: np.ndarray,
+    timestamps: np.ndarray,
+    frame_indices: np.ndarray,
+    metadata: dict[str, Any],
+    options: VideoOptions,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Returns (frames sized for the engine, engine metadata)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise InvalidInput(f"frames must be uint8 (T,H,W,3), got {frames.dtype} {tuple(frames.shape)}")
+    t = frames.shape[0]
+    if t == 0:
+        raise InvalidInput("no frames to preprocess")
+    if len(timestamps) != t or len(frame_indices) != t:
+        raise InvalidInput(
+            f"{t} frames but {len(timestamps)} timestamps and {len(frame_indices)} frame indices"
+        )
+    h, w = fit_pixel_budget(
+        frames.shape[1], frames.shape[2], options.patch_factor, options.min_pixels, options.max_pixels
+    )
+    sized = resize_frames(frames, h, w)
+    fps = float(metadata.get("fps") or 0.0)
+    total = int(metadata.get("total_num_frames") or t)
+    duration = float(metadata.get("duration") or (timestamps[-1] if t else 0.0))
+    grid = (h // options.patch_factor) * (w // options.patch_factor)
+    info = {
+        # The keys vLLM's Qwen2.5/3-VL processors read from video metadata.
+        "fps": fps,
+        "duration": duration,
+        "total_num_frames": total,
+        "frames_indices": [int(i) for i in frame_indices],
+        "video_backend": str(metadata.get("video_backend", "pyav")),
+        "do_sample_frames": False,
+        # Our sampling plan, surfaced to clients.
+        "timestamps": [round(float(x), 6) for x in timestamps],
+        "width": int(w),
+        "height": int(h),
+        "num_frames": int(t),
+        "num_video_tokens": int(math.ceil(t / TEMPORAL_PATCH) * grid),
+    }
+    return sized, info

@@ -1,0 +1,98 @@
+"""Which frames to take: pure functions on frame timestamps.
+
+Works on timestamps, not frame-index arithmetic, so variable frame rate
+videos are sampled at the right moments. See :mod:`video_pipeline.media.options`
+for the semantics of ``num_frames``/``fps``/``max_frames``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from video_pipeline.errors import InvalidInput
+from video_pipeline.media.options import DEFAULT_FPS, VideoOptions
+
+
+def window(times: np.ndarray, options: VideoOptions) -> np.ndarray:
+    """Indices (into ``times``, sorted ascending) of the frames inside [start, end)."""
+    lo = 0 if options.start is None else int(np.searchsorted(times, options.start - 1e-6, side="left"))
+    hi = len(times) if options.end is None else int(np.searchsorted(times, options.end - 1e-6, side="left"))
+    if hi <= lo:
+        last = float(times[-1]) if len(times) else 0.0
+        raise InvalidInput(
+            f"no frames between start={options.start} and end={options.end}; "
+            f"the video's frames span 0..{last:.3f} s"
+        )
+    return np.arange(lo, hi)
+
+
+def target_times(first: float, last: float, frame_duration: float, options: VideoOptions, available: int) -> np.ndarray:
+    """The moments (seconds) to sample between the first and last frame of the window."""
+    span = max(0.0, last - first) + frame_duration
+    fps = options.fps
+    if options.num_frames is not None and fps is None:
+        n = min(options.num_frames, available)
+        return np.linspace(first, last, n) if n > 1 else np.array([first])
+    fps = fps if fps is not None else DEFAULT_FPS
+    n = max(1, int(round(span * fps)))
+    cap = min(options.frame_cap, available)
+    if n <= cap:
+        return first + np.arange(n) / fps
+    return np.linspace(first, last, cap) if cap > 1 else np.array([first])
+
+
+def nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each target, the index of the frame whose timestamp is nearest (ties go earlier)."""
+    idx = np.searchsorted(times, targets, side="left")
+    idx = np.clip(idx, 1, max(1, len(times) - 1)) if len(times) > 1 else np.zeros_like(idx)
+    if len(times) > 1:
+        left = times[idx - 1]
+        right = times[idx]
+        idx = np.where(np.abs(targets - left) <= np.abs(right - targets), idx - 1, idx)
+    return idx.astype(np.int64)
+
+
+def select_frames(times: np.ndarray, frame_duration: float, options: VideoOptions) -> np.ndarray:
+    """Indices into ``times`` of the frames to sample, ascending and unique."""
+    if len(times) == 0:
+        raise InvalidInput("the video has no frames")
+    win = window(times, options)
+    wt = times[win]
+    targets = target_times(float(wt[0]), float(wt[-1]), frame_duration, options, len(win))
+    chosen = win[nearest(wt, targets)]
+    return np.unique(chosen)
+
+
+def snap_to_keyframes(
+    times: np.ndarray, chosen: np.ndarray, key_indices: np.ndarray, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keyframe mode: moves each chosen frame to the nearest unused keyframe within ``tolerance`` s.
+
+    Returns (indices, snapped) where ``snapped[i]`` tells whether frame i is a keyframe
+    stand-in. Frames with no free keyframe near enough keep their exact index, so the
+    count and the order are preserved and every timestamp stays true.
+    """
+    out = chosen.copy()
+    snapped = np.zeros(len(chosen), dtype=bool)
+    if len(key_indices) == 0:
+        return out, snapped
+    key_times = times[key_indices]
+    used: set[int] = set()
+    for i, idx in enumerate(chosen):
+        t = times[idx]
+        pos = int(np.searchsorted(key_times, t))
+        best = None
+        best_dist = tolerance + 1e-9
+        for j in (pos - 2, pos - 1, pos, pos + 1):
+            if 0 <= j < len(key_times) and int(key_indices[j]) not in used:
+                d = abs(float(key_times[j]) - float(t))
+                if d <= best_dist:
+                    best, best_dist = int(key_indices[j]), d
+        if best is not None:
+            used.add(best)
+            out[i] = best
+            snapped[i] = True
+    order = np.argsort(out, kind="stable")
+    out, snapped = out[order], snapped[order]
+    keep = np.concatenate(([True], out[1:] != out[:-1])) if len(out) else np.zeros(0, dtype=bool)
+    return out[keep], snapped[keep]
