@@ -1,7 +1,8 @@
-"""Per-request logic of the Triton models, as plain callables on numpy dicts.
+"""Per-request logic of the media models, as plain callables on numpy dicts.
 
 Each step validates its configuration at construction (model load) and its
 inputs per request, raising typed errors from :mod:`video_pipeline.errors`.
+Media tensors carry N >= 0 videos packed (:mod:`video_pipeline.media.packing`).
 """
 
 from __future__ import annotations
@@ -13,53 +14,51 @@ from typing import Any
 import numpy as np
 
 from video_pipeline import contract as C
-from video_pipeline.errors import InvalidInput
+from video_pipeline.errors import InvalidInput, MediaTooLarge
 from video_pipeline.media.decode import decode_video
 from video_pipeline.media.options import DecodeLimits, VideoOptions
+from video_pipeline.media.packing import pack, split, unpack
 from video_pipeline.media.preprocess import preprocess
 
 Inputs = dict[str, "np.ndarray | None"]
-
-
-def _scalar_bytes(inputs: Inputs, name: str, required: bool = True) -> bytes | None:
-    arr = inputs.get(name)
-    if arr is None:
-        if required:
-            raise InvalidInput(f"missing input tensor '{name}'")
-        return None
-    if arr.size != 1:
-        raise InvalidInput(f"input '{name}' must hold exactly one element, got {arr.size}")
-    value = arr.reshape(-1)[0]
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, (bytes, bytearray, np.bytes_)):
-        return bytes(value)
-    raise InvalidInput(f"input '{name}' must be BYTES")
-
-
-def _json_bytes(obj: Any) -> np.ndarray:
-    return np.array([json.dumps(obj, separators=(",", ":")).encode()], dtype=np.object_)
-
-
-def _options(inputs: Inputs, defaults: dict[str, Any]) -> VideoOptions:
-    raw = _scalar_bytes(inputs, C.VIDEO_OPTIONS, required=False)
-    if raw is None or raw.strip() == b"":
-        return VideoOptions.from_dict(dict(defaults))
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"video_options is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("video_options must be a JSON object")
-    return VideoOptions.from_dict({**defaults, **data})
-
+Outputs = dict[str, np.ndarray]
 
 _DEFAULTABLE = ("fps", "max_frames", "min_pixels", "max_pixels", "patch_factor")
 # Keys Triton itself reads from a model's parameters.
 _TRITON_KEYS = {"EXECUTION_ENV_PATH"}
 
 
-def _check_params(params: dict[str, str], allowed: set[str]) -> None:
+def as_bytes_list(arr: np.ndarray | None, name: str) -> list[bytes]:
+    """A BYTES tensor as a list of bytes (empty when the input is absent)."""
+    if arr is None:
+        return []
+    out = []
+    for value in arr.reshape(-1):
+        if isinstance(value, str):
+            out.append(value.encode())
+        elif isinstance(value, (bytes, bytearray, np.bytes_)):
+            out.append(bytes(value))
+        else:
+            raise InvalidInput(f"input '{name}' must be BYTES")
+    return out
+
+
+def json_tensor(items: list[Any]) -> np.ndarray:
+    """A BYTES tensor holding one compact JSON document per element."""
+    return np.array([json.dumps(x, separators=(",", ":")).encode() for x in items], dtype=np.object_)
+
+
+def parse_json_list(arr: np.ndarray | None, name: str) -> list[Any]:
+    out = []
+    for raw in as_bytes_list(arr, name):
+        try:
+            out.append(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{name} is not valid JSON: {exc}") from None
+    return out
+
+
+def check_params(params: dict[str, str], allowed: set[str]) -> None:
     """Unknown config.pbtxt parameters fail the model load instead of being ignored."""
     unknown = sorted(set(params) - allowed - _TRITON_KEYS)
     if unknown:
@@ -68,54 +67,97 @@ def _check_params(params: dict[str, str], allowed: set[str]) -> None:
 
 def _option_defaults(params: dict[str, str]) -> dict[str, Any]:
     """Model-level defaults for per-request options (e.g. the model's patch factor)."""
-    out: dict[str, Any] = {}
-    for key in _DEFAULTABLE:
-        if params.get(f"default_{key}"):
-            out[key] = params[f"default_{key}"]
+    out: dict[str, Any] = {k: params[f"default_{k}"] for k in _DEFAULTABLE if params.get(f"default_{k}")}
     VideoOptions.from_dict(out)  # fail the model load on bad defaults
     return out
 
 
+def video_options(inputs: Inputs, n: int, defaults: dict[str, Any]) -> list[VideoOptions]:
+    """Options for each of ``n`` videos: none given, one shared, or one per video."""
+    docs = parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)
+    if len(docs) not in (0, 1, n):
+        raise InvalidInput(f"{C.VIDEO_OPTIONS} must hold 1 or {n} elements (one per video), got {len(docs)}")
+    out = []
+    for i in range(n):
+        doc = docs[i] if len(docs) == n else (docs[0] if docs else {})
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, dict):
+            raise InvalidInput(f"{C.VIDEO_OPTIONS} must be JSON objects")
+        out.append(VideoOptions.from_dict({**defaults, **doc}))
+    return out
+
+
 class DecoderStep:
-    """``video_decoder``: container bytes -> sampled RGB frames + timestamps + metadata."""
+    """``video_decoder``: N containers -> packed sampled RGB frames, timestamps, metadata."""
 
     def __init__(self, params: dict[str, str]) -> None:
-        _check_params(params, {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE})
+        check_params(params, {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE})
         self.limits = DecodeLimits.from_params(params)
         self.defaults = _option_defaults(params)
 
-    def __call__(self, inputs: Inputs) -> dict[str, np.ndarray]:
-        data = _scalar_bytes(inputs, C.VIDEO)
-        options = _options(inputs, self.defaults)
-        video = decode_video(data, options, self.limits)
+    def __call__(self, inputs: Inputs) -> Outputs:
+        videos = as_bytes_list(inputs.get(C.VIDEO), C.VIDEO)
+        options = video_options(inputs, len(videos), self.defaults)
+        total = sum(len(v) for v in videos)
+        if total > self.limits.max_input_bytes:
+            raise MediaTooLarge(f"the videos hold {total} bytes; the limit is {self.limits.max_input_bytes}")
+        decoded = []
+        for i, (data, opts) in enumerate(zip(videos, options, strict=True)):
+            try:
+                decoded.append(decode_video(data, opts, self.limits))
+            except InvalidInput as exc:
+                if len(videos) > 1:
+                    raise type(exc)(f"video {i}: {exc}") from None
+                raise
+        metadata = []
+        for d in decoded:
+            meta = dict(d.metadata)
+            meta["num_frames"] = int(d.frames.shape[0])
+            metadata.append(meta)
         return {
-            C.FRAMES: video.frames,
-            C.TIMESTAMPS: video.timestamps,
-            C.FRAME_INDICES: video.frame_indices,
-            C.VIDEO_METADATA: _json_bytes(video.metadata),
+            C.FRAMES: pack([d.frames for d in decoded]),
+            C.TIMESTAMPS: np.concatenate([d.timestamps for d in decoded]) if decoded else np.zeros(0),
+            C.FRAME_INDICES: (
+                np.concatenate([d.frame_indices for d in decoded]) if decoded else np.zeros(0, np.int64)
+            ),
+            C.VIDEO_METADATA: json_tensor(metadata),
         }
 
 
 class PreprocessorStep:
-    """``video_preprocessor``: frames -> frames sized for the engine + engine metadata."""
+    """``video_preprocessor``: packed frames -> packed engine-sized frames + engine metadata."""
 
     def __init__(self, params: dict[str, str]) -> None:
-        _check_params(params, {f"default_{k}" for k in _DEFAULTABLE})
+        check_params(params, {f"default_{k}" for k in _DEFAULTABLE})
         self.defaults = _option_defaults(params)
 
-    def __call__(self, inputs: Inputs) -> dict[str, np.ndarray]:
+    def __call__(self, inputs: Inputs) -> Outputs:
+        metadata = parse_json_list(inputs.get(C.VIDEO_METADATA), C.VIDEO_METADATA)
+        n = len(metadata)
+        if n == 0:
+            return {C.VIDEO_FRAMES: pack([]), C.VIDEO_INFO: json_tensor([])}
         frames = inputs.get(C.FRAMES)
-        if frames is None:
-            raise InvalidInput(f"missing input tensor '{C.FRAMES}'")
-        raw_meta = _scalar_bytes(inputs, C.VIDEO_METADATA)
-        try:
-            metadata = json.loads(raw_meta) if raw_meta else {}
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"video_metadata is not valid JSON: {exc}") from None
         timestamps = inputs.get(C.TIMESTAMPS)
         indices = inputs.get(C.FRAME_INDICES)
-        if timestamps is None or indices is None:
-            raise InvalidInput("timestamps and frame_indices are required")
-        options = _options(inputs, self.defaults)
-        sized, info = preprocess(frames, timestamps.reshape(-1), indices.reshape(-1), metadata, options)
-        return {C.VIDEO_FRAMES: sized, C.VIDEO_INFO: _json_bytes(info)}
+        if frames is None or timestamps is None or indices is None:
+            raise InvalidInput("frames, timestamps and frame_indices are required with video_metadata")
+        shapes = []
+        for meta in metadata:
+            if not isinstance(meta, dict):
+                raise InvalidInput("video_metadata elements must be JSON objects")
+            try:
+                shapes.append((int(meta["num_frames"]), int(meta["output_height"]), int(meta["output_width"])))
+            except (KeyError, TypeError, ValueError):
+                raise InvalidInput("video_metadata needs num_frames, output_height and output_width") from None
+        counts = [s[0] for s in shapes]
+        per_video = unpack(frames, shapes)
+        ts = split(timestamps.reshape(-1), counts)
+        idx = split(indices.reshape(-1), counts)
+        options = video_options(inputs, n, self.defaults)
+        sized, infos = [], []
+        for i in range(n):
+            f, info = preprocess(per_video[i], ts[i], idx[i], metadata[i], options[i])
+            sized.append(f)
+            infos.append(info)
+        return {C.VIDEO_FRAMES: pack(sized), C.VIDEO_INFO: json_tensor(infos)}

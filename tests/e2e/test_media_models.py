@@ -145,3 +145,28 @@ def test_decoder_serves_concurrent_requests_when_several_clients_call(triton, cl
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(one, [1, 2, 3, 4, 5, 6, 7, 8])) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_decoder_packs_videos_of_different_sizes_when_given_several(triton, clip) -> None:
+    other = _clip(n=20, w=96, h=64)
+    i = grpcclient.InferInput(C.VIDEO, [2], "BYTES")
+    i.set_data_from_numpy(np.array([clip, other], dtype=np.object_))
+    o = grpcclient.InferInput(C.VIDEO_OPTIONS, [2], "BYTES")
+    o.set_data_from_numpy(np.array([b'{"num_frames": 3, "resize": false}', b'{"num_frames": 2, "resize": false}'],
+                                   dtype=np.object_))
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        r = client.infer("video_decoder", [i, o])
+    frames = r.as_numpy(C.FRAMES)
+    metas = [json.loads(m) for m in r.as_numpy(C.VIDEO_METADATA)]
+    assert frames.shape == (5, 120, 160, 3)
+    assert [(m["num_frames"], m["output_height"], m["output_width"]) for m in metas] == [(3, 120, 160), (2, 64, 96)]
+    assert r.as_numpy(C.FRAME_INDICES).tolist() == [0, 29, 59, 0, 19]
+    assert not frames[3:, 64:, :].any() and not frames[3:, :, 96:].any()  # padding is zero
+
+
+def test_decoder_returns_no_frames_when_given_no_video(triton) -> None:
+    b = grpcclient.InferInput(C.VIDEO_OPTIONS, [1], "BYTES")
+    b.set_data_from_numpy(np.array([b"{}"], dtype=np.object_))
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        r = client.infer("video_decoder", [b])
+    assert r.as_numpy(C.FRAMES).shape[0] == 0 and r.as_numpy(C.VIDEO_METADATA).shape == (0,)
