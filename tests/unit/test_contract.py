@@ -46,3 +46,40 @@ def test_contract_covers_every_model_when_repository_scanned() -> None:
 def test_contract_parser_detects_drift_when_dims_differ() -> None:
     text = 'input [\n  { name: "video" data_type: TYPE_STRING dims: [ 2 ] }\n]\n'
     assert _parse_tensors(text, "input") == [Tensor("video", "TYPE_STRING", (2,))]
+
+
+def _steps(text: str) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    steps = []
+    for body in re.split(r"\n    \{", text)[1:]:
+        model = re.search(r'model_name:\s*"([^"]+)"', body).group(1)
+        ins = dict(re.findall(r'input_map\s*\{\s*key:\s*"([^"]+)"\s*value:\s*"([^"]+)"', body))
+        outs = dict(re.findall(r'output_map\s*\{\s*key:\s*"([^"]+)"\s*value:\s*"([^"]+)"', body))
+        steps.append((model, ins, outs))
+    return steps
+
+
+@pytest.mark.parametrize("name", sorted(n for n, m in MODELS.items() if m.backend == ""))
+def test_ensemble_wiring_is_consistent_when_steps_are_checked(name: str) -> None:
+    """Each step maps real tensors of its model, internals start with '_', types agree end to end."""
+    contract = MODELS[name]
+    text = (REPO / name / "config.pbtxt").read_text()
+    assert re.search(r'platform:\s*"ensemble"', text)
+    available = {t.name: t for t in contract.inputs}
+    produced_outputs = set()
+    for model, ins, outs in _steps(text):
+        step = MODELS[model]
+        step_inputs = {t.name: t for t in step.inputs}
+        step_outputs = {t.name: t for t in step.outputs}
+        required = {t.name for t in step.inputs if not t.optional}
+        assert required <= set(ins), f"{model}: required inputs not mapped"
+        for key, value in ins.items():
+            assert key in step_inputs, f"{model} has no input {key}"
+            assert value in available, f"{model}.{key} <- {value}, which nothing produced"
+            assert available[value].dtype == step_inputs[key].dtype
+        for key, value in outs.items():
+            assert key in step_outputs, f"{model} has no output {key}"
+            public = {t.name for t in contract.outputs}
+            assert value in public or value.startswith("_"), f"internal tensor {value} must start with '_'"
+            available[value] = step_outputs[key]
+            produced_outputs.add(value)
+    assert {t.name for t in contract.outputs} <= produced_outputs

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -94,22 +95,22 @@ def decode_video(
             chosen, snapped = snap_to_keyframes(times, chosen, np.flatnonzero(index.key), options.keyframe_tolerance)
 
         cc = stream.codec_context
-        rotation = _rotation(stream)
-        disp_h, disp_w = (cc.width, cc.height) if rotation in (90, 270) else (cc.height, cc.width)
-        if options.resize:
-            out_h, out_w = fit_pixel_budget(
-                disp_h, disp_w, options.patch_factor, options.min_pixels, options.max_pixels
-            )
-        else:
-            out_h, out_w = disp_h, disp_w
+
+        def out_size(disp_h: int, disp_w: int) -> tuple[int, int]:
+            if options.resize:
+                return fit_pixel_budget(disp_h, disp_w, options.patch_factor, options.min_pixels, options.max_pixels)
+            return disp_h, disp_w
+
+        # The rotation is not known before a frame is decoded (see _Converter), but the budget
+        # can be checked now: fit_pixel_budget is symmetric, so a quarter turn keeps the area.
+        out_h, out_w = out_size(cc.height, cc.width)
         nbytes = len(chosen) * out_h * out_w * 3
         if nbytes > limits.max_output_bytes:
             raise MediaTooLarge(
                 f"{len(chosen)} frames of {out_w}x{out_h} need {nbytes} bytes; "
                 f"the limit is {limits.max_output_bytes}"
             )
-        frames = np.empty((len(chosen), out_h, out_w, 3), dtype=np.uint8)
-        conv = _Converter(frames, rotation, out_h, out_w)
+        conv = _Converter(len(chosen), cc.height, cc.width, out_size)
         wanted = {int(index.pts[i]): k for k, i in enumerate(chosen)}
         got = _decode_selected(container, stream, index, chosen, wanted, conv, limits, deadline)
         if not got.all():
@@ -120,25 +121,26 @@ def decode_video(
                 missing = {int(i): k for k, i in enumerate(chosen)}
             logger.info("seek path missed %d of %d samples; decoding sequentially", len(missing), len(chosen))
             _decode_sequential(container, stream, missing, conv, got, deadline, by_order=not index.has_pts)
+        if conv.out is None or not got.any():
+            raise InvalidInput("no frame could be decoded: the video is corrupt or truncated")
+        frames = conv.out
         if not got.all():
             keep = np.flatnonzero(got)
-            if len(keep) == 0:
-                raise InvalidInput("no frame could be decoded: the video is corrupt or truncated")
             frames, chosen, snapped = frames[keep], chosen[keep], snapped[keep]
 
         metadata = {
             "video_backend": "pyav",
             "container": container.format.name,
             "codec": cc.name,
-            "width": int(disp_w),
-            "height": int(disp_h),
-            "rotation": rotation,
+            "width": int(conv.disp_w),
+            "height": int(conv.disp_h),
+            "rotation": conv.rotation,
             "fps": _fps(stream, times),
             "duration": float(times[-1] + frame_duration),
             "total_num_frames": len(times),
             "frames_indices": [int(i) for i in chosen],
-            "output_width": int(out_w),
-            "output_height": int(out_h),
+            "output_width": int(conv.out_w),
+            "output_height": int(conv.out_h),
             "mode": options.mode,
             "keyframe_snapped": [bool(s) for s in snapped],
         }
@@ -151,7 +153,10 @@ def decode_video(
 
 
 def probe(source: Source, limits: DecodeLimits | None = None) -> dict[str, Any]:
-    """Container-level facts without decoding pixels (used to validate uploads)."""
+    """Container-level facts (used to validate uploads); decodes the first frame only, for its rotation.
+
+    ``width``/``height`` are the coded size; ``rotation`` is the clockwise turn that displays it.
+    """
     limits = limits or DecodeLimits()
     with _open(source, limits) as container:
         stream = _video_stream(container, limits)
@@ -161,7 +166,7 @@ def probe(source: Source, limits: DecodeLimits | None = None) -> dict[str, Any]:
             "codec": cc.name,
             "width": cc.width,
             "height": cc.height,
-            "rotation": _rotation(stream),
+            "rotation": _first_frame_rotation(container, stream),
             "duration": (container.duration / 1e6) if container.duration else None,
         }
 
@@ -223,6 +228,10 @@ def _video_stream(container: Any, limits: DecodeLimits) -> Any:
         if container.streams.audio:
             raise UnsupportedMedia("the file has no video stream (audio only)")
         raise InvalidInput("the file has no video stream")
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        # FFmpeg opens a still image (a PNG or JPEG named .mp4) as a one-frame "video".
+        raise UnsupportedMedia(f"the file is a still image ({fmt}), not a video")
     stream = candidates[0]
     try:
         cc = stream.codec_context
@@ -266,23 +275,37 @@ def _declared_duration(container: Any, stream: Any) -> float | None:
     return None
 
 
-def _rotation(stream: Any) -> int:
-    """Clockwise rotation (0/90/180/270) that turns coded frames into display orientation."""
-    deg = 0.0
+def _frame_rotation(frame: Any) -> int:
+    """Clockwise rotation (0/90/180/270) that turns a coded frame into display orientation.
+
+    Read from the frame because FFmpeg attaches the container's display matrix to every
+    decoded frame, while PyAV (>= 14) exposes no stream side data and FFmpeg (>= 6) no
+    longer exports the old ``rotate`` tag: reading the stream always gave 0.
+    """
     try:
-        sd = stream.side_data
-        matrix = sd.get("DISPLAYMATRIX") if hasattr(sd, "get") else None
-        if matrix is not None:
-            deg = float(matrix)
-    except Exception:  # noqa: BLE001 - side data support varies by PyAV build
-        deg = 0.0
-    if deg == 0.0:
-        try:
-            deg = -float(stream.metadata.get("rotate", 0) or 0)
-        except ValueError:
-            deg = 0.0
-    # FFmpeg's display rotation is counterclockwise; we rotate clockwise by its negation.
-    return int(round(-deg / 90.0)) % 4 * 90
+        ccw = float(getattr(frame, "rotation", 0) or 0)
+    except (TypeError, ValueError):
+        ccw = 0.0
+    # PyAV reports FFmpeg's counterclockwise angle; we turn clockwise by its negation.
+    # Flips in the matrix are ignored (phones write pure rotations).
+    return int(round(-ccw / 90.0)) % 4 * 90
+
+
+def _first_frame_rotation(container: Any, stream: Any) -> int:
+    cc = stream.codec_context
+    try:
+        for n, packet in enumerate(container.demux(stream)):
+            # An empty packet (end of stream) flushes the frames the decoder still holds.
+            for frame in cc.decode(packet if packet.size else None):
+                return _frame_rotation(frame)
+            if n >= _PROBE_PACKETS:  # keep probe cheap on a stream whose frames never decode
+                break
+    except av.FFmpegError as exc:
+        raise InvalidInput(f"the first frame cannot be decoded ({_ffmpeg_reason(exc)})") from None
+    raise InvalidInput("no frame could be decoded: the video is corrupt or truncated")
+
+
+_PROBE_PACKETS = 256
 
 
 # --- index pass -----------------------------------------------------------------
@@ -292,10 +315,12 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
     pts: list[int] = []
     key: list[bool] = []
     has_pts = True
+    in_decode_order = True  # every pts larger than the one before, in demux order
     n = 0
     try:
         for packet in container.demux(stream):
-            if packet.size == 0:
+            # A truncated file ends with a short packet flagged corrupt: it is no frame to sample.
+            if packet.size == 0 or packet.is_corrupt:
                 continue
             n += 1
             if n > limits.max_total_frames:
@@ -306,6 +331,8 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
             if p is None:
                 has_pts = False
                 p = n - 1
+            if pts and p <= pts[-1]:
+                in_decode_order = False
             pts.append(int(p))
             key.append(bool(packet.is_keyframe))
     except av.FFmpegError as exc:
@@ -314,6 +341,10 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
         logger.info("index stopped early after %d packets: %s", len(pts), exc)
     if not pts:
         raise InvalidInput("the video stream has no frames (empty or truncated)")
+    if has_pts and in_decode_order and len(pts) > 2 and stream.codec_context.has_b_frames:
+        # The codec reorders frames, yet the timestamps rise in decode order: the demuxer made
+        # them up from the packet order (AVI does). Frames would come out under the wrong pts.
+        has_pts = False
     arr = np.asarray(pts, dtype=np.int64)
     keys = np.asarray(key, dtype=bool)
     order = np.argsort(arr, kind="stable")
@@ -354,15 +385,34 @@ def _fps(stream: Any, times: np.ndarray) -> float:
 
 
 class _Converter:
-    """Writes decoded frames into the output array: scale + RGB in one swscale call, then rotate."""
+    """Writes decoded frames into the output array: scale + RGB in one swscale call, then rotate.
 
-    def __init__(self, out: np.ndarray, rotation: int, out_h: int, out_w: int) -> None:
-        self.out = out
-        self.k = rotation // 90  # clockwise quarter turns
+    The array is allocated at the first frame, because only a decoded frame tells the
+    rotation (see :func:`_frame_rotation`), and a quarter turn swaps the output sides.
+    """
+
+    def __init__(self, count: int, coded_h: int, coded_w: int, out_size: Callable[[int, int], tuple[int, int]]) -> None:
+        self.count = count
+        self.coded_h, self.coded_w = coded_h, coded_w
+        self.out_size = out_size
+        self.out: np.ndarray | None = None
+        self.rotation = self.k = 0
+        self.disp_h, self.disp_w = coded_h, coded_w
+        self.out_h = self.out_w = self.h = self.w = 0
+
+    def _start(self, frame: Any) -> np.ndarray:
+        self.rotation = _frame_rotation(frame)
+        self.k = self.rotation // 90  # clockwise quarter turns
+        turned = self.k % 2 == 1
+        self.disp_h, self.disp_w = (self.coded_w, self.coded_h) if turned else (self.coded_h, self.coded_w)
+        self.out_h, self.out_w = self.out_size(self.disp_h, self.disp_w)
         # Scale in coded orientation; rotation comes after.
-        self.h, self.w = (out_w, out_h) if self.k % 2 else (out_h, out_w)
+        self.h, self.w = (self.out_w, self.out_h) if turned else (self.out_h, self.out_w)
+        return np.empty((self.count, self.out_h, self.out_w, 3), dtype=np.uint8)
 
     def put(self, slot: int, frame: Any) -> None:
+        if self.out is None:
+            self.out = self._start(frame)
         rgb = frame.reformat(width=self.w, height=self.h, format="rgb24", interpolation="BICUBIC").to_ndarray()
         if self.k:
             rgb = np.rot90(rgb, k=-self.k)

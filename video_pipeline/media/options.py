@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -46,6 +47,17 @@ class DecodeLimits:
     max_streams: int = 64
     decode_timeout_s: float = 120.0
     threads: int = 0  # 0 = let FFmpeg pick
+
+    def __post_init__(self) -> None:
+        # A zero or negative budget would refuse every request with a misleading "too large"
+        # error; refuse the configuration instead, at load, where the operator sees it.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            zero_ok = f.name in ("decode_timeout_s", "threads")  # 0: no timeout / FFmpeg picks
+            is_number = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            if not is_number or v < 0 or (v == 0 and not zero_ok):
+                need = "non-negative" if zero_ok else "positive"
+                raise InvalidInput(f"decode limit {f.name} must be a {need} number, got {v!r}")
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> DecodeLimits:
@@ -125,7 +137,7 @@ class VideoOptions:
         if not isinstance(data, dict):
             raise InvalidInput(f"video options must be a JSON object, got {type(data).__name__}")
         known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
+        unknown = sorted(str(k) for k in set(data) - set(known))
         if unknown:
             raise InvalidInput(f"unknown video option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         kwargs: dict[str, Any] = {}
@@ -164,6 +176,9 @@ class VideoOptions:
         return cls.from_dict(data)
 
 
+_MAX_INT = 2**53  # the largest integer a JSON number carries exactly
+
+
 def _coerce(key: str, value: Any, kind: type) -> Any:
     """int/float from JSON numbers (or numeric strings, for Triton parameters); bools are refused."""
     if isinstance(value, bool):
@@ -173,8 +188,12 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             if isinstance(value, float):
                 if not value.is_integer():
                     raise ValueError
-                return int(value)
-            return int(value)
+                value = int(value)
+            out_int = int(value)
+            # JSON integers are unbounded; sizes derived from a 400-digit one overflow float math.
+            if abs(out_int) > _MAX_INT:
+                raise ValueError
+            return out_int
         out = float(value)
         if not math.isfinite(out):
             raise ValueError

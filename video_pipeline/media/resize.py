@@ -31,6 +31,14 @@ def fit_pixel_budget(height: int, width: int, factor: int, min_pixels: int, max_
         scale = math.sqrt(height * width / max_pixels)
         h = max(factor, math.floor(height / scale / factor) * factor)
         w = max(factor, math.floor(width / scale / factor) * factor)
+        if h * w > max_pixels:
+            # A very thin frame's short side was raised to one factor, pushing the area back
+            # over the budget (Qwen's smart_resize has the same slip and then resizes our
+            # output again): take the excess from the long side.
+            if h <= w:
+                w = max(factor, max_pixels // (h * factor) * factor)
+            else:
+                h = max(factor, max_pixels // (w * factor) * factor)
     elif h * w < min_pixels:
         scale = math.sqrt(min_pixels / (height * width))
         h = math.ceil(height * scale / factor) * factor

@@ -34,8 +34,9 @@ def target_times(first: float, last: float, frame_duration: float, options: Vide
         n = min(options.num_frames, available)
         return np.linspace(first, last, n) if n > 1 else np.array([first])
     fps = fps if fps is not None else DEFAULT_FPS
-    n = max(1, int(round(span * fps)))
     cap = min(options.frame_cap, available)
+    # A huge fps makes span * fps infinite and round(inf) raises; past the cap it is capped anyway.
+    n = max(1, round(min(span * fps, cap + 1.0)))
     if n <= cap:
         return first + np.arange(n) / fps
     return np.linspace(first, last, cap) if cap > 1 else np.array([first])
@@ -59,8 +60,31 @@ def select_frames(times: np.ndarray, frame_duration: float, options: VideoOption
     win = window(times, options)
     wt = times[win]
     targets = target_times(float(wt[0]), float(wt[-1]), frame_duration, options, len(win))
+    if options.num_frames is not None and options.fps is None:
+        return win[distinct_nearest(wt, targets)]
     chosen = win[nearest(wt, targets)]
     return np.unique(chosen)
+
+
+def distinct_nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Like :func:`nearest`, but each of the (ascending) targets gets a frame of its own.
+
+    ``num_frames`` promises that many frames. With a variable frame rate, uniform targets
+    can share a nearest frame (several fall in one long gap), and de-duplicating returned
+    fewer frames than asked; so each target takes the nearest frame after the previous
+    pick that still leaves one frame for every later target. Where nearest frames are
+    already distinct (constant frame rate) the result is the same as :func:`nearest`.
+    """
+    idx = nearest(times, targets)
+    n, m = len(targets), len(times)
+    if n > m or np.all(np.diff(idx) > 0):
+        return idx
+    prev = -1
+    for k in range(n):
+        # times is sorted, so the nearest frame within [lo, hi] is the global nearest clipped.
+        idx[k] = min(max(int(idx[k]), prev + 1), m - (n - k))
+        prev = int(idx[k])
+    return idx
 
 
 def snap_to_keyframes(
@@ -77,8 +101,15 @@ def snap_to_keyframes(
     if len(key_indices) == 0:
         return out, snapped
     key_times = times[key_indices]
-    used: set[int] = set()
+    # A chosen frame that is itself a keyframe keeps it. Otherwise an earlier sample could
+    # take that keyframe, leaving this one unsnapped on the same index: two samples on one
+    # frame, and the de-duplication below would drop one (the count must not change).
+    own = set(np.intersect1d(chosen, key_indices).tolist())
+    used: set[int] = set(own)
     for i, idx in enumerate(chosen):
+        if int(idx) in own:
+            snapped[i] = True
+            continue
         t = times[idx]
         pos = int(np.searchsorted(key_times, t))
         best = None
