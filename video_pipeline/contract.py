@@ -21,6 +21,19 @@ VIDEO_METADATA = "video_metadata"  # BYTES [N]: JSON source metadata and samplin
 VIDEO_FRAMES = "video_frames"  # UINT8 [T,H,W,3]: frames sized for the engine, packed
 VIDEO_INFO = "video_info"  # BYTES [N]: JSON per video in the shape vLLM's Qwen-VL processors take
 
+# llm: vllm_backend's names where they fit, so Triton's own tools can talk to it.
+TEXT_INPUT = "text_input"  # BYTES [1]: a raw prompt, used verbatim (no chat template)
+MESSAGES = "messages"  # BYTES [1]: JSON chat messages; the model's own chat template is applied
+IMAGE = "image"  # BYTES [M]: encoded images (PNG/JPEG/WebP...), in the order image parts appear
+SAMPLING_PARAMETERS = "sampling_parameters"  # BYTES [1]: JSON (max_tokens, temperature, top_p, seed, ...)
+STREAM = "stream"  # BOOL [1]: stream deltas (true) or one response per choice at the end
+TEXT_OUTPUT = "text_output"  # BYTES [1]: text delta (stream) or the whole text
+FINISH_REASON = "finish_reason"  # BYTES [1]: "" until the choice ends, then stop|length|abort
+CHOICE_INDEX = "choice_index"  # UINT32 [1]: which of the n choices this response belongs to
+NUM_INPUT_TOKENS = "num_input_tokens"  # UINT32 [1]: prompt tokens
+NUM_OUTPUT_TOKENS = "num_output_tokens"  # UINT32 [1]: tokens generated so far for this choice
+NUM_VIDEO_TOKENS = "num_video_tokens"  # UINT32 [1]: prompt tokens that stand for video
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -40,7 +53,7 @@ class ModelContract:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     decoupled: bool = False
-    backend: str = "python"  # or "" for platform ensembles
+    backend: str = "python"  # "" for ensembles (platform "ensemble")
 
 
 _FRAMES_DIMS = (-1, -1, -1, 3)
@@ -74,4 +87,51 @@ VIDEO_PREPROCESSOR = ModelContract(
     ),
 )
 
-MODELS: dict[str, ModelContract] = {m.name: m for m in (VIDEO_DECODER, VIDEO_PREPROCESSOR)}
+_LLM_INPUTS = (
+    Tensor(TEXT_INPUT, "TYPE_STRING", (1,), optional=True),
+    Tensor(MESSAGES, "TYPE_STRING", (1,), optional=True),
+    Tensor(IMAGE, "TYPE_STRING", (-1,), optional=True),
+    Tensor(SAMPLING_PARAMETERS, "TYPE_STRING", (1,), optional=True),
+    Tensor(STREAM, "TYPE_BOOL", (1,), optional=True),
+)
+_LLM_OUTPUTS = (
+    Tensor(TEXT_OUTPUT, "TYPE_STRING", (1,)),
+    Tensor(FINISH_REASON, "TYPE_STRING", (1,)),
+    Tensor(CHOICE_INDEX, "TYPE_UINT32", (1,)),
+    Tensor(NUM_INPUT_TOKENS, "TYPE_UINT32", (1,)),
+    Tensor(NUM_OUTPUT_TOKENS, "TYPE_UINT32", (1,)),
+    Tensor(NUM_VIDEO_TOKENS, "TYPE_UINT32", (1,)),
+)
+
+LLM = ModelContract(
+    name="llm",
+    inputs=(
+        *_LLM_INPUTS[:2],
+        Tensor(VIDEO_FRAMES, "TYPE_UINT8", _FRAMES_DIMS, optional=True),
+        Tensor(VIDEO_INFO, "TYPE_STRING", (-1,), optional=True),
+        *_LLM_INPUTS[2:],
+    ),
+    outputs=_LLM_OUTPUTS,
+    decoupled=True,
+)
+
+_MEDIA_INPUTS = VIDEO_DECODER.inputs
+
+VIDEO_MEDIA = ModelContract(
+    name="video_media",
+    inputs=_MEDIA_INPUTS,
+    outputs=VIDEO_PREPROCESSOR.outputs,
+    backend="",
+)
+
+# Decoupled because its llm step is (Triton infers that for ensembles; the config does not say it).
+VIDEO_LLM = ModelContract(
+    name="video_llm",
+    inputs=(*_MEDIA_INPUTS, *_LLM_INPUTS),
+    outputs=_LLM_OUTPUTS,
+    backend="",
+)
+
+MODELS: dict[str, ModelContract] = {
+    m.name: m for m in (VIDEO_DECODER, VIDEO_PREPROCESSOR, LLM, VIDEO_MEDIA, VIDEO_LLM)
+}

@@ -90,3 +90,113 @@ class StepModel:
 
     def finalize(self) -> None:
         pass
+
+
+class ResponseSink:
+    """One decoupled request's way back to its client, usable from any thread.
+
+    Sends go through the model's response thread so the engine's event loop never
+    blocks on Triton; the last message carries the FINAL flag, errors included.
+    """
+
+    def __init__(self, model: DecoupledModel, request: Any) -> None:
+        self._model = model
+        self._request = request
+        self._sender = request.get_response_sender()
+        self._closed = False
+
+    def send(self, outputs: Outputs) -> None:
+        if not self._closed:
+            self._model._outbox.put((self._sender, make_response(outputs, self._model.contract), 0))
+
+    def finish(self, outputs: Outputs | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        response = None if outputs is None else make_response(outputs, self._model.contract)
+        self._model._outbox.put((self._sender, response, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
+
+    def fail(self, exc: BaseException) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not isinstance(exc, PipelineError):
+            logger.error("%s: unexpected error", self._model.contract_name, exc_info=exc)
+        response = pb_utils.InferenceResponse(error=triton_error(exc))
+        self._model._outbox.put((self._sender, response, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
+
+    def is_cancelled(self) -> bool:
+        try:
+            return bool(self._request.is_cancelled())
+        except Exception:  # noqa: BLE001 - older stubs lack it: never cancelled
+            return False
+
+
+class DecoupledModel:
+    """Base for decoupled (streaming) models whose work runs on a handler's own threads.
+
+    Subclasses build a handler in :meth:`make_handler`; the handler's
+    ``submit(inputs, request_id, sink)`` must return quickly and answer through the
+    sink; ``healthy()`` says whether it can still serve; ``shutdown()`` drains or aborts.
+    """
+
+    contract_name: str = ""
+
+    def make_handler(self, args: dict[str, Any], params: dict[str, str]) -> Any:
+        raise NotImplementedError
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        import queue
+        import threading
+
+        logging.basicConfig(level=logging.INFO)
+        self.contract = MODELS[self.contract_name]
+        self.model_name = json.loads(args["model_config"])["name"]
+        try:
+            self.handler = self.make_handler(args, model_parameters(args))
+        except PipelineError as exc:
+            raise pb_utils.TritonModelException(f"{self.contract_name}: {exc}") from None
+        self._outbox: queue.Queue = queue.Queue()
+        self._healthy = True
+        self._sender_thread = threading.Thread(target=self._send_loop, name="responses", daemon=True)
+        self._sender_thread.start()
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            sender, response, flags = item
+            try:
+                if response is None:
+                    sender.send(flags=flags)
+                else:
+                    sender.send(response, flags=flags)
+            except Exception:  # noqa: BLE001 - a client that went away must not stop the others
+                logger.warning("%s: could not send a response", self.contract_name, exc_info=True)
+
+    def execute(self, requests: list[Any]) -> None:
+        if self._healthy and not self.handler.healthy():
+            # Unloading makes readiness fail, so orchestrators route away and restart us.
+            logger.error("%s: engine is unhealthy; unloading the model", self.model_name)
+            self._healthy = False
+            pb_utils.unload_model(self.model_name)
+        for request in requests:
+            sink = ResponseSink(self, request)
+            if not self._healthy:
+                from video_pipeline.errors import EngineUnavailable
+
+                sink.fail(EngineUnavailable("the inference engine is not healthy"))
+                continue
+            try:
+                self.handler.submit(read_inputs(request, self.contract), request.request_id() or "", sink)
+            except Exception as exc:  # noqa: BLE001 - this request's error only
+                sink.fail(exc)
+        return None
+
+    def finalize(self) -> None:
+        try:
+            self.handler.shutdown()
+        finally:
+            self._outbox.put(None)
+            self._sender_thread.join(timeout=10)

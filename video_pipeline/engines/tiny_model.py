@@ -1,0 +1,356 @@
+"""Build a tiny, random-weight, video-capable Qwen-VL model folder offline.
+
+Tests and benchmarks need a real model that vLLM and transformers load without
+the Hugging Face hub. This module makes one from transformers' own config
+classes: a byte-level BPE tokenizer with the Qwen special tokens, a 2-layer text
+model and a 1-2 block vision tower, weights drawn from a seeded generator.
+The output is gibberish, but real: the video reaches the logits, so different
+videos give different greedy tokens.
+
+The same seed and arch always give the same folder (weights, tokenizer,
+configs); :func:`build` skips the work when the folder already holds that model.
+``scripts/build_tiny_model.py`` is the command-line entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever the builder's output changes, so stale folders are rebuilt.
+BUILDER_VERSION = 2
+#: Written last; its presence (with matching content) marks a complete folder.
+STAMP_FILE = "tiny_model.json"
+
+VOCAB_SIZE = 512
+TEXT_HIDDEN = 128
+HEAD_DIM = 64
+MAX_POSITION_EMBEDDINGS = 32768
+
+# Qwen's special tokens, in Qwen's own id order; they take the top ids of the vocab.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Qwen2-VL-Instruct's chat template, extended to accept OpenAI-style
+# image_url/video_url part types. The same template serves all three archs:
+# vLLM expands each <|video_pad|> (Qwen3-VL: with per-frame timestamps).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or content['type'] == 'image_url' or 'image' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or content['type'] == 'video_url' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class _Arch:
+    """What differs between the three Qwen-VL generations."""
+
+    config_class: str
+    model_class: str
+    processor_class: str
+    video_processor_class: str
+    patch_size: int
+    mrope_section: tuple[int, int, int]
+    vision: dict[str, Any]
+    text_extra: dict[str, Any]
+    # Qwen3-VL's video budget counts the pixels of all frames together.
+    video_max_units: int
+
+
+ARCHS: dict[str, _Arch] = {
+    "qwen2_vl": _Arch(
+        config_class="Qwen2VLConfig",
+        model_class="Qwen2VLForConditionalGeneration",
+        processor_class="Qwen2VLProcessor",
+        video_processor_class="Qwen2VLVideoProcessor",
+        patch_size=14,
+        mrope_section=(8, 12, 12),
+        vision={"depth": 1, "embed_dim": 64, "hidden_size": TEXT_HIDDEN, "num_heads": 2, "mlp_ratio": 2},
+        text_extra={},
+        video_max_units=64,
+    ),
+    "qwen2_5_vl": _Arch(
+        config_class="Qwen2_5_VLConfig",
+        model_class="Qwen2_5_VLForConditionalGeneration",
+        processor_class="Qwen2_5_VLProcessor",
+        video_processor_class="Qwen2VLVideoProcessor",
+        patch_size=14,
+        mrope_section=(8, 12, 12),
+        vision={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_HIDDEN,
+            "fullatt_block_indexes": [1],
+            "window_size": 112,
+            "tokens_per_second": 2,
+        },
+        text_extra={},
+        video_max_units=64,
+    ),
+    "qwen3_vl": _Arch(
+        config_class="Qwen3VLConfig",
+        model_class="Qwen3VLForConditionalGeneration",
+        processor_class="Qwen3VLProcessor",
+        video_processor_class="Qwen3VLVideoProcessor",
+        patch_size=16,
+        mrope_section=(12, 10, 10),
+        vision={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_HIDDEN,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        text_extra={"head_dim": HEAD_DIM},
+        video_max_units=256,
+    ),
+}
+
+
+def is_complete(out: str | os.PathLike[str], arch: str, seed: int = 0) -> bool:
+    """True when ``out`` already holds a finished build of ``arch`` with ``seed``."""
+    try:
+        stamp = json.loads((Path(out) / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp == _stamp(arch, seed)
+
+
+def build(arch: str, out: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Build the tiny ``arch`` model into ``out`` unless it is already there; return ``out``.
+
+    The folder is assembled in a sibling temporary directory and renamed into
+    place, so concurrent builders and interrupted runs never leave a half-built
+    folder that looks complete.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    out = Path(out)
+    if is_complete(out, arch, seed):
+        logger.debug("tiny %s model (seed %d) already at %s", arch, seed, out)
+        return out
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_model(ARCHS[arch], tmp, seed)
+        (tmp / STAMP_FILE).write_text(json.dumps(_stamp(arch, seed), indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.chmod(0o755)  # mkdtemp makes it private; servers may run as another user
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.debug(
+        "built tiny %s model (seed %d) at %s in %.1f s", arch, seed, out, time.perf_counter() - started
+    )
+    return out
+
+
+def _stamp(arch: str, seed: int) -> dict[str, Any]:
+    return {"arch": arch, "seed": seed, "builder_version": BUILDER_VERSION}
+
+
+def _write_model(arch: _Arch, out: Path, seed: int) -> None:
+    import torch
+    import transformers
+
+    tokenizer = _tokenizer()
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    config = getattr(transformers, arch.config_class)(
+        text_config={
+            "vocab_size": VOCAB_SIZE,
+            "hidden_size": TEXT_HIDDEN,
+            "intermediate_size": 2 * TEXT_HIDDEN,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": MAX_POSITION_EMBEDDINGS,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1_000_000.0,
+                "mrope_section": list(arch.mrope_section),
+                **({"mrope_interleaved": True} if arch is ARCHS["qwen3_vl"] else {}),
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": False,
+            **arch.text_extra,
+        },
+        vision_config={
+            "patch_size": arch.patch_size,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_channels": 3,
+            **arch.vision,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    config.eos_token_id = ids["<|im_end|>"]
+    config.pad_token_id = ids["<|endoftext|>"]
+    config.bos_token_id = ids["<|endoftext|>"]
+
+    # Seeded CPU generator: the same seed gives bit-identical weights.
+    torch.manual_seed(seed)
+    model = getattr(transformers, arch.model_class)(config).eval()
+    _favour_printable(model, tokenizer)
+    # bfloat16 like the real checkpoints: vLLM on CPU downcasts float32 anyway (one warning per weight).
+    model = model.to(torch.bfloat16)
+    model.generation_config = transformers.GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    model.save_pretrained(out, safe_serialization=True)
+
+    processor = _processor(arch, tokenizer)
+    processor.save_pretrained(out)
+    # transformers 5 keeps both processors inside processor_config.json; older
+    # readers (transformers 4.x, other tools) look for these standalone files.
+    processor.image_processor.save_pretrained(out)
+    processor.video_processor.save_pretrained(out)
+
+
+def _favour_printable(model: Any, tokenizer: Any) -> None:
+    """Shrink the output-head rows of every token that is not printable ASCII.
+
+    With random weights greedy decoding would otherwise emit stray UTF-8
+    fragments and, now and then, <|im_end|>. Damped rows keep greedy text
+    readable and make generations run to ``max_tokens`` (finish reason
+    "length") unless a stop string or stop token is given.
+    """
+    import torch
+
+    damped = [
+        i
+        for i in range(VOCAB_SIZE)
+        if not all(32 <= b < 127 for b in tokenizer.decode([i]).encode("utf-8", "replace"))
+        or i in tokenizer.all_special_ids
+        or tokenizer.convert_ids_to_tokens(i) in SPECIAL_TOKENS
+    ]
+    with torch.no_grad():
+        model.lm_head.weight[damped] *= 0.05
+
+
+def _processor(arch: _Arch, tokenizer: Any) -> Any:
+    import transformers
+
+    factor = 2 * arch.patch_size
+    size = {"shortest_edge": factor * factor * 4, "longest_edge": factor * factor * 64}
+    video_size = {
+        "shortest_edge": factor * factor * 4,
+        "longest_edge": factor * factor * arch.video_max_units,
+    }
+    common = {"patch_size": arch.patch_size, "merge_size": 2, "temporal_patch_size": 2}
+    image_processor = transformers.Qwen2VLImageProcessor(size=size, **common)
+    video_processor = getattr(transformers, arch.video_processor_class)(
+        size=video_size, cap_pixels_per_frame=False, **common
+    )
+    return getattr(transformers, arch.processor_class)(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _tokenizer() -> Any:
+    """Byte-level BPE: 256 byte symbols, deterministic merges up to the vocab, Qwen specials on top."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_chars = _bytes_to_unicode()
+    vocab = {byte_chars[b]: b for b in range(256)}
+    # Fill the ids between the bytes and the specials with merges, so every id the
+    # random model can emit decodes to text (an unknown id would break detokenizing).
+    letters = "etaoinshrdlucmfwypvbgkqjxz"
+    merges: list[tuple[str, str]] = []
+    for first in " " + letters:
+        for second in letters:
+            if len(vocab) == VOCAB_SIZE - len(SPECIAL_TOKENS):
+                break
+            pair = (byte_chars[ord(first)], second)
+            merges.append(pair)
+            vocab[pair[0] + pair[1]] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in SPECIAL_TOKENS])
+    if backend.get_vocab_size() != VOCAB_SIZE:
+        raise RuntimeError(f"tokenizer has {backend.get_vocab_size()} ids, expected {VOCAB_SIZE}")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        model_max_length=MAX_POSITION_EMBEDDINGS,
+        clean_up_tokenization_spaces=False,
+        split_special_tokens=False,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table that byte-level BPE vocabularies use."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    table: dict[int, str] = {}
+    extra = 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table

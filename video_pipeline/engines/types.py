@@ -1,0 +1,178 @@
+"""What goes into an engine and what comes out: plain dataclasses, no vLLM.
+
+A :class:`GenerationRequest` is built by the Triton ``llm`` model (or a test)
+from tensors; an engine turns it into a stream of :class:`GenerationDelta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from video_pipeline.errors import InvalidInput
+
+#: Metadata keys vLLM's Qwen2.5-VL / Qwen3-VL processors read for a pre-sampled video.
+VIDEO_METADATA_KEYS = (
+    "fps",
+    "duration",
+    "total_num_frames",
+    "frames_indices",
+    "video_backend",
+    "do_sample_frames",
+)
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One pre-sampled video: frames plus the metadata the model needs for timestamps.
+
+    ``metadata`` holds ``fps`` (of the source), ``duration`` (seconds),
+    ``total_num_frames`` (of the source), ``frames_indices`` (index of each
+    frame in the source, one per frame), ``video_backend`` and
+    ``do_sample_frames`` (False: the frames are already sampled, the model's
+    processor must not sample again). :meth:`from_frames` fills it for frames
+    taken at a constant rate.
+    """
+
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    metadata: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        _check_pixels(self.frames, ndim=4, what="video frames")
+        if self.frames.shape[0] < 1:
+            raise InvalidInput("a video needs at least one frame")
+        missing = [
+            k for k in ("fps", "duration", "total_num_frames", "frames_indices") if k not in self.metadata
+        ]
+        if missing:
+            raise InvalidInput(f"video metadata lacks {', '.join(missing)}")
+        fps = self.metadata["fps"]
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+            raise InvalidInput(f"video metadata fps must be a positive number, got {fps!r}")
+        if len(self.metadata["frames_indices"]) != self.frames.shape[0]:
+            raise InvalidInput(
+                f"video metadata has {len(self.metadata['frames_indices'])} frames_indices "
+                f"for {self.frames.shape[0]} frames"
+            )
+        full = {"video_backend": "pyav", "do_sample_frames": False, **self.metadata}
+        object.__setattr__(self, "metadata", full)
+
+    @classmethod
+    def from_frames(cls, frames: np.ndarray, fps: float, *, source_fps: float | None = None) -> VideoInput:
+        """Metadata for frames sampled at ``fps`` from a source at ``source_fps`` (default: the same)."""
+        source_fps = source_fps or fps
+        count = int(frames.shape[0])
+        step = source_fps / fps
+        indices = [int(round(i * step)) for i in range(count)]
+        metadata = {
+            "fps": float(source_fps),
+            "duration": count / fps,
+            "total_num_frames": indices[-1] + 1 if indices else 0,
+            "frames_indices": indices,
+        }
+        return cls(frames=frames, metadata=metadata)
+
+    def as_vllm(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The ``(frames, metadata)`` item vLLM's ``multi_modal_data["video"]`` takes for every Qwen-VL arch.
+
+        Only the keys vLLM reads are passed; extra keys (our sampling plan) stay behind.
+        """
+        return self.frames, {k: self.metadata[k] for k in VIDEO_METADATA_KEYS}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: a raw ``prompt`` or chat ``messages``, media, sampling settings.
+
+    ``messages`` follow OpenAI's shape: ``{"role": ..., "content": str | [part, ...]}``
+    with parts ``{"type": "text", "text": ...}``, ``{"type": "video"}``,
+    ``{"type": "image"}``. Video parts take ``videos`` in order, image parts
+    ``images``. A raw ``prompt`` must already hold the model's placeholders.
+    ``sampling`` holds user-facing sampling parameters (see
+    :mod:`video_pipeline.engines.sampling`). ``stream`` False asks for one
+    delta per choice at the end instead of a stream.
+    """
+
+    request_id: str
+    prompt: str | None = None
+    messages: Sequence[Mapping[str, Any]] | None = None
+    videos: Sequence[VideoInput] = ()
+    images: Sequence[np.ndarray] = ()
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = True
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.request_id, str) or not self.request_id:
+            raise InvalidInput("request_id must be a non-empty string")
+        if (self.prompt is None) == (self.messages is None):
+            raise InvalidInput("give exactly one of prompt or messages")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise InvalidInput("prompt must be a string")
+        for video in self.videos:
+            if not isinstance(video, VideoInput):
+                raise InvalidInput("videos must be VideoInput items")
+        for image in self.images:
+            _check_pixels(image, ndim=3, what="image")
+        if not isinstance(self.sampling, Mapping):
+            raise InvalidInput("sampling parameters must be a JSON object")
+        object.__setattr__(self, "videos", tuple(self.videos))
+        object.__setattr__(self, "images", tuple(self.images))
+
+
+@dataclass(frozen=True)
+class GenerationDelta:
+    """New output of one choice since its previous delta.
+
+    Streams merge tokens when the consumer lags: a delta may carry several
+    tokens, and the last delta of a choice may carry none (only
+    ``finish_reason``). Counts are totals so far, not increments.
+    """
+
+    index: int  # choice index, 0 .. n-1
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str | None  # "stop", "length", "abort" on the choice's last delta, else None
+    stop_reason: int | str | None  # the stop string or token id that ended it, if any
+    prompt_tokens: int
+    completion_tokens: int  # tokens generated for this choice so far
+    video_tokens: int  # video placeholder tokens in the prompt (all videos)
+    image_tokens: int  # image placeholder tokens in the prompt (all images)
+
+    @property
+    def finished(self) -> bool:
+        """True on the last delta of this choice."""
+        return self.finish_reason is not None
+
+
+class AsyncEngine(Protocol):
+    """What the Triton ``llm`` model needs from an engine; vLLM's and test fakes implement it."""
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Stream deltas for ``request``; raises :mod:`video_pipeline.errors` types."""
+        ...
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a running request; its stream ends with finish_reason "abort"."""
+        ...
+
+    async def check_health(self) -> None:
+        """Raise :class:`~video_pipeline.errors.EngineUnavailable` if the engine is dead."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop the engine and its processes."""
+        ...
+
+
+def _check_pixels(array: Any, *, ndim: int, what: str) -> None:
+    if not isinstance(array, np.ndarray):
+        raise InvalidInput(f"{what} must be a numpy array")
+    if array.dtype != np.uint8 or array.ndim != ndim or array.shape[-1] != 3:
+        shape = "(T, H, W, 3)" if ndim == 4 else "(H, W, 3)"
+        raise InvalidInput(f"{what} must be uint8 {shape}, got {array.dtype} {array.shape}")
+    if 0 in array.shape:
+        raise InvalidInput(f"{what} is empty: shape {array.shape}")

@@ -1,0 +1,170 @@
+"""The ``llm`` model's per-request logic: tensors -> GenerationRequest -> streamed outputs.
+
+No Triton imports: the adapter (:class:`video_pipeline.triton_adapter.DecoupledModel`)
+hands each request's inputs and a *sink* (send / finish / fail / is_cancelled);
+the engine runs on its own event-loop thread (:class:`BackgroundEngine`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import locale
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from video_pipeline import contract as C
+from video_pipeline.engines.sampling import parse_sampling
+from video_pipeline.engines.types import GenerationDelta, GenerationRequest, VideoInput
+from video_pipeline.errors import InvalidInput, MediaTooLarge, PipelineError
+from video_pipeline.media.packing import unpack
+from video_pipeline.steps import Inputs, as_bytes_list, parse_json_list
+
+logger = logging.getLogger(__name__)
+
+ENGINE_ARGS_FILE = "model.json"
+
+
+class Sink(Protocol):
+    def send(self, outputs: dict[str, np.ndarray]) -> None: ...
+    def finish(self, outputs: dict[str, np.ndarray] | None = None) -> None: ...
+    def fail(self, exc: BaseException) -> None: ...
+    def is_cancelled(self) -> bool: ...
+
+
+def load_engine_args(folder: Path) -> dict[str, Any]:
+    """``model.json`` as vLLM engine args, unchanged but for one convenience: a relative
+    ``model`` (or ``tokenizer``) path is resolved against the folder holding model.json."""
+    path = folder / ENGINE_ARGS_FILE
+    try:
+        args = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidInput(f"{path} is missing: it holds the vLLM engine arguments") from None
+    except ValueError as exc:
+        raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(args, dict) or "model" not in args:
+        raise InvalidInput(f"{path} must be a JSON object with at least \"model\"")
+    for key in ("model", "tokenizer"):
+        value = args.get(key)
+        if isinstance(value, str) and value.startswith("."):
+            args[key] = str((folder / value).resolve())
+    return args
+
+
+def decode_image(data: bytes, index: int) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 (H, W, 3), refusing decompression bombs."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise MediaTooLarge(f"image {index}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidInput(f"image {index} is not a decodable image ({exc})") from None
+
+
+def build_request(inputs: Inputs, request_id: str) -> GenerationRequest:
+    """Validates one request's tensors into a :class:`GenerationRequest`."""
+    prompts = as_bytes_list(inputs.get(C.TEXT_INPUT), C.TEXT_INPUT)
+    messages_docs = parse_json_list(inputs.get(C.MESSAGES), C.MESSAGES)
+    if bool(prompts) == bool(messages_docs):
+        raise InvalidInput(f"give exactly one of '{C.TEXT_INPUT}' (a raw prompt) or '{C.MESSAGES}' (chat JSON)")
+    prompt = None
+    if prompts:
+        try:
+            prompt = prompts[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{C.TEXT_INPUT} is not valid UTF-8") from None
+    infos = parse_json_list(inputs.get(C.VIDEO_INFO), C.VIDEO_INFO)
+    videos: list[VideoInput] = []
+    if infos:
+        frames = inputs.get(C.VIDEO_FRAMES)
+        if frames is None:
+            raise InvalidInput(f"'{C.VIDEO_INFO}' given without '{C.VIDEO_FRAMES}'")
+        try:
+            shapes = [(int(i["num_frames"]), int(i["height"]), int(i["width"])) for i in infos]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput(f"each {C.VIDEO_INFO} needs num_frames, height and width") from None
+        for info, clip in zip(infos, unpack(frames, shapes), strict=True):
+            videos.append(VideoInput(frames=np.ascontiguousarray(clip), metadata=info))
+    images = [decode_image(b, i) for i, b in enumerate(as_bytes_list(inputs.get(C.IMAGE), C.IMAGE))]
+    raw_sampling = as_bytes_list(inputs.get(C.SAMPLING_PARAMETERS), C.SAMPLING_PARAMETERS)
+    sampling = parse_sampling(raw_sampling[0] if raw_sampling else None)
+    stream_arr = inputs.get(C.STREAM)
+    stream = bool(stream_arr.reshape(-1)[0]) if stream_arr is not None and stream_arr.size else False
+    return GenerationRequest(
+        request_id=request_id or f"req-{uuid.uuid4().hex}",
+        prompt=prompt,
+        messages=messages_docs[0] if messages_docs else None,
+        videos=videos,
+        images=images,
+        sampling=sampling,
+        stream=stream,
+    )
+
+
+def delta_outputs(delta: GenerationDelta, text: str | None = None) -> dict[str, np.ndarray]:
+    return {
+        C.TEXT_OUTPUT: np.array([(delta.text if text is None else text).encode()], dtype=np.object_),
+        C.FINISH_REASON: np.array([(delta.finish_reason or "").encode()], dtype=np.object_),
+        C.CHOICE_INDEX: np.array([delta.index], dtype=np.uint32),
+        C.NUM_INPUT_TOKENS: np.array([delta.prompt_tokens], dtype=np.uint32),
+        C.NUM_OUTPUT_TOKENS: np.array([delta.completion_tokens], dtype=np.uint32),
+        C.NUM_VIDEO_TOKENS: np.array([delta.video_tokens], dtype=np.uint32),
+    }
+
+
+class LlmHandler:
+    """Owns the engine; answers each request through its sink."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine  # a BackgroundEngine (or anything with its submit/check_health/shutdown)
+
+    @classmethod
+    def from_model_dir(cls, folder: Path) -> LlmHandler:
+        # The stub runs in the C locale; torch's inductor then fails decoding its own files.
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        from video_pipeline.engines.background import BackgroundEngine
+
+        args = load_engine_args(folder)
+        logger.info("starting vLLM with %s", args)
+        return cls(BackgroundEngine.vllm(args))
+
+    def submit(self, inputs: Inputs, request_id: str, sink: Sink) -> None:
+        request = build_request(inputs, request_id)
+        texts: dict[int, list[str]] = {}
+
+        def on_delta(delta: GenerationDelta) -> None:
+            if request.stream:
+                sink.send(delta_outputs(delta))
+                return
+            texts.setdefault(delta.index, []).append(delta.text)
+            if delta.finished:  # one response per choice, with its whole text
+                sink.send(delta_outputs(delta, "".join(texts.pop(delta.index))))
+
+        def on_done(error: PipelineError | None) -> None:
+            if error is not None:
+                sink.fail(error)
+            else:
+                sink.finish()
+
+        self.engine.submit(request, on_delta, on_done, is_cancelled=sink.is_cancelled)
+
+    def healthy(self) -> bool:
+        try:
+            self.engine.check_health(timeout=10)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
+            logger.exception("engine health check failed")
+            return False
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
