@@ -151,6 +151,8 @@ class LlmHandler:
                 sink.send(delta_outputs(delta, "".join(texts.pop(delta.index))))
 
         def on_done(error: PipelineError | None) -> None:
+            if error is None and sink.is_cancelled():
+                logger.info("request %s cancelled by the client: aborted in the engine", request.request_id)
             if error is not None:
                 sink.fail(error)
             else:

@@ -8,7 +8,7 @@ Media tensors carry N >= 0 videos packed (:mod:`video_pipeline.media.packing`).
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,9 @@ Inputs = dict[str, "np.ndarray | None"]
 Outputs = dict[str, np.ndarray]
 
 _DEFAULTABLE = ("fps", "max_frames", "min_pixels", "max_pixels", "patch_factor")
+# The model processor's own pixel bounds: budgets are clamped into them, so frames reach the
+# engine at a size its processor keeps (outside them it would resize every frame again).
+_BOUNDS = ("model_min_pixels", "model_max_pixels")
 # Keys Triton itself reads from a model's parameters.
 _TRITON_KEYS = {"EXECUTION_ENV_PATH"}
 
@@ -72,7 +75,21 @@ def _option_defaults(params: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def video_options(inputs: Inputs, n: int, defaults: dict[str, Any]) -> list[VideoOptions]:
+def pixel_bounds(params: dict[str, str]) -> tuple[int, int] | None:
+    if not any(params.get(k) for k in _BOUNDS):
+        return None
+    try:
+        lo, hi = int(params.get(_BOUNDS[0]) or 1), int(params.get(_BOUNDS[1]) or 2**62)
+    except ValueError:
+        raise InvalidInput(f"{_BOUNDS} must be integers") from None
+    if not 0 < lo <= hi:
+        raise InvalidInput(f"need 0 < model_min_pixels <= model_max_pixels, got {lo}, {hi}")
+    return lo, hi
+
+
+def video_options(
+    inputs: Inputs, n: int, defaults: dict[str, Any], bounds: tuple[int, int] | None = None
+) -> list[VideoOptions]:
     """Options for each of ``n`` videos: none given, one shared, or one per video."""
     docs = parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)
     if len(docs) not in (0, 1, n):
@@ -84,7 +101,12 @@ def video_options(inputs: Inputs, n: int, defaults: dict[str, Any]) -> list[Vide
             doc = {}
         if not isinstance(doc, dict):
             raise InvalidInput(f"{C.VIDEO_OPTIONS} must be JSON objects")
-        out.append(VideoOptions.from_dict({**defaults, **doc}))
+        opts = VideoOptions.from_dict({**defaults, **doc})
+        if bounds is not None:
+            lo, hi = bounds
+            opts = replace(opts, min_pixels=min(max(opts.min_pixels, lo), hi),
+                           max_pixels=min(max(opts.max_pixels, lo), hi))
+        out.append(opts)
     return out
 
 
@@ -92,13 +114,16 @@ class DecoderStep:
     """``video_decoder``: N containers -> packed sampled RGB frames, timestamps, metadata."""
 
     def __init__(self, params: dict[str, str]) -> None:
-        check_params(params, {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE})
+        check_params(
+            params, {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE} | set(_BOUNDS)
+        )
         self.limits = DecodeLimits.from_params(params)
         self.defaults = _option_defaults(params)
+        self.bounds = pixel_bounds(params)
 
     def __call__(self, inputs: Inputs) -> Outputs:
         videos = as_bytes_list(inputs.get(C.VIDEO), C.VIDEO)
-        options = video_options(inputs, len(videos), self.defaults)
+        options = video_options(inputs, len(videos), self.defaults, self.bounds)
         total = sum(len(v) for v in videos)
         if total > self.limits.max_input_bytes:
             raise MediaTooLarge(f"the videos hold {total} bytes; the limit is {self.limits.max_input_bytes}")
@@ -129,8 +154,9 @@ class PreprocessorStep:
     """``video_preprocessor``: packed frames -> packed engine-sized frames + engine metadata."""
 
     def __init__(self, params: dict[str, str]) -> None:
-        check_params(params, {f"default_{k}" for k in _DEFAULTABLE})
+        check_params(params, {f"default_{k}" for k in _DEFAULTABLE} | set(_BOUNDS))
         self.defaults = _option_defaults(params)
+        self.bounds = pixel_bounds(params)
 
     def __call__(self, inputs: Inputs) -> Outputs:
         metadata = parse_json_list(inputs.get(C.VIDEO_METADATA), C.VIDEO_METADATA)
@@ -154,7 +180,7 @@ class PreprocessorStep:
         per_video = unpack(frames, shapes)
         ts = split(timestamps.reshape(-1), counts)
         idx = split(indices.reshape(-1), counts)
-        options = video_options(inputs, n, self.defaults)
+        options = video_options(inputs, n, self.defaults, self.bounds)
         sized, infos = [], []
         for i in range(n):
             f, info = preprocess(per_video[i], ts[i], idx[i], metadata[i], options[i])

@@ -83,3 +83,22 @@ def test_ensemble_wiring_is_consistent_when_steps_are_checked(name: str) -> None
             available[value] = step_outputs[key]
             produced_outputs.add(value)
     assert {t.name for t in contract.outputs} <= produced_outputs
+
+
+def _params(name: str) -> dict[str, str]:
+    text = (REPO / name / "config.pbtxt").read_text()
+    return dict(re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text))
+
+
+def test_media_models_share_the_model_geometry_when_configured() -> None:
+    """Decoder and preprocessor must size frames alike, or every frame is resized twice."""
+    dec, pre = _params("video_decoder"), _params("video_preprocessor")
+    for key in ("default_patch_factor", "model_min_pixels", "model_max_pixels"):
+        assert dec.get(key) == pre.get(key), key
+
+
+@pytest.mark.parametrize("name", ["video_decoder", "video_preprocessor"])
+def test_media_step_loads_when_given_its_committed_parameters(name: str) -> None:
+    from video_pipeline.steps import DecoderStep, PreprocessorStep
+
+    (DecoderStep if name == "video_decoder" else PreprocessorStep)(_params(name))

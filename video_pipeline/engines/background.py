@@ -12,7 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -129,7 +129,7 @@ class BackgroundEngine:
 
     def stream(
         self, request: GenerationRequest, *, timeout: float | None = None
-    ) -> Iterator[GenerationDelta]:
+    ) -> Generator[GenerationDelta, None, None]:
         """Deltas of ``request`` as a blocking iterator; closing it early cancels the request.
 
         Raises the request's typed error, or :class:`TimeoutError` when no

@@ -200,7 +200,7 @@ def _write_model(arch: _Arch, out: Path, seed: int) -> None:
     import torch
     import transformers
 
-    tokenizer = _tokenizer()
+    tokenizer = build_tokenizer()
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     config = getattr(transformers, arch.config_class)(
         text_config={
@@ -304,7 +304,7 @@ def _processor(arch: _Arch, tokenizer: Any) -> Any:
     )
 
 
-def _tokenizer() -> Any:
+def build_tokenizer() -> Any:
     """Byte-level BPE: 256 byte symbols, deterministic merges up to the vocab, Qwen specials on top."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -6,7 +6,7 @@ from tensors; an engine turns it into a stream of :class:`GenerationDelta`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -151,7 +151,7 @@ class GenerationDelta:
 class AsyncEngine(Protocol):
     """What the Triton ``llm`` model needs from an engine; vLLM's and test fakes implement it."""
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationDelta, None]:
         """Stream deltas for ``request``; raises :mod:`video_pipeline.errors` types."""
         ...
 

@@ -7,7 +7,7 @@ option works and a bad one fails construction with vLLM's own message.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -40,7 +40,7 @@ class VllmEngine:
         # The engine lives only in this attribute, never in a local: frames kept
         # alive by tracebacks stored during imports would otherwise keep it past
         # shutdown(), and AsyncLLM.__del__ then fails at interpreter exit.
-        self._engine: Any | None = AsyncLLM.from_engine_args(AsyncEngineArgs(**dict(engine_args)))
+        self._engine: Any = AsyncLLM.from_engine_args(AsyncEngineArgs(**dict(engine_args)))
         try:
             self._configure(chat_template)
         except BaseException:
@@ -92,7 +92,7 @@ class VllmEngine:
             parse_sampling(request.sampling), defaults=self._default_sampling, stream=request.stream
         )
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationDelta, None]:
         """Stream the request's deltas, one or more per engine step, for each choice.
 
         Closing the iterator early aborts the request in vLLM. Raises

@@ -159,8 +159,10 @@ class VideoOptions:
                 kwargs[key] = _coerce(key, value, int)
         # A budget given on one side only moves the default on the other side with it,
         # so {"max_pixels": 12544} alone is valid (not "min_pixels exceeds max_pixels").
-        if "max_pixels" in kwargs and "min_pixels" not in kwargs:
-            kwargs["min_pixels"] = min(DEFAULT_MIN_PIXELS, kwargs["max_pixels"])
+        if "max_pixels" in kwargs and "min_pixels" not in kwargs and kwargs["max_pixels"] < DEFAULT_MIN_PIXELS:
+            # Not min == max: no size fits a budget that tight. Four patches is the floor Qwen uses.
+            factor = int(kwargs.get("patch_factor", DEFAULT_PATCH_FACTOR))
+            kwargs["min_pixels"] = min(kwargs["max_pixels"], 4 * factor * factor)
         if "min_pixels" in kwargs and "max_pixels" not in kwargs:
             kwargs["max_pixels"] = max(DEFAULT_MAX_PIXELS, kwargs["min_pixels"])
         return cls(**kwargs)

@@ -37,9 +37,11 @@ def preprocess(
         raise InvalidInput(
             f"{t} frames but {len(timestamps)} timestamps and {len(frame_indices)} frame indices"
         )
-    h, w = fit_pixel_budget(
-        frames.shape[1], frames.shape[2], options.patch_factor, options.min_pixels, options.max_pixels
-    )
+    # Size from the source's display size, as the decoder did: the same options then give the
+    # same target and frames the decoder already scaled pass through untouched (never re-fitted).
+    src_h = int(metadata.get("height") or frames.shape[1])
+    src_w = int(metadata.get("width") or frames.shape[2])
+    h, w = fit_pixel_budget(src_h, src_w, options.patch_factor, options.min_pixels, options.max_pixels)
     sized = resize_frames(frames, h, w)
     fps = float(metadata.get("fps") or 0.0)
     total = int(metadata.get("total_num_frames") or t)
