@@ -45,3 +45,9 @@ def test_preprocess_reports_vllm_metadata_keys_when_given_frames() -> None:
 def test_preprocess_refuses_mismatched_inputs_when_counts_differ() -> None:
     with pytest.raises(InvalidInput, match="timestamps"):
         preprocess(np.zeros((2, 28, 28, 3), np.uint8), np.zeros(3), np.arange(2), {}, VideoOptions())
+
+
+def test_preprocess_reports_a_positive_fps_when_the_source_rate_is_unknown() -> None:
+    frames = np.zeros((3, 28, 28, 3), np.uint8)
+    _, info = preprocess(frames, np.array([0.0, 0.5, 1.0]), np.arange(3), {"fps": 0.0}, VideoOptions())
+    assert info["fps"] == 2.0

@@ -5,7 +5,9 @@ the Hugging Face hub. This module makes one from transformers' own config
 classes: a byte-level BPE tokenizer with the Qwen special tokens, a 2-layer text
 model and a 1-2 block vision tower, weights drawn from a seeded generator.
 The output is gibberish, but real: the video reaches the logits, so different
-videos give different greedy tokens.
+videos give different greedy tokens. The output head is damped for every token
+that is not printable ASCII, so greedy text stays readable and runs to
+``max_tokens`` (it never picks <|im_end|>).
 
 The same seed and arch always give the same folder (weights, tokenizer,
 configs); :func:`build` skips the work when the folder already holds that model.
@@ -95,6 +97,7 @@ class _Arch:
     text_extra: dict[str, Any]
     # Qwen3-VL's video budget counts the pixels of all frames together.
     video_max_units: int
+    mrope_interleaved: bool = False
 
 
 ARCHS: dict[str, _Arch] = {
@@ -147,6 +150,7 @@ ARCHS: dict[str, _Arch] = {
         },
         text_extra={"head_dim": HEAD_DIM},
         video_max_units=256,
+        mrope_interleaved=True,
     ),
 }
 
@@ -181,7 +185,10 @@ def build(arch: str, out: str | os.PathLike[str], seed: int = 0) -> Path:
         (tmp / STAMP_FILE).write_text(json.dumps(_stamp(arch, seed), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
-        tmp.chmod(0o755)  # mkdtemp makes it private; servers may run as another user
+        # mkdtemp (and safetensors) make private files; a server may run as another user.
+        tmp.chmod(0o755)
+        for path in tmp.iterdir():
+            path.chmod(0o644)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -215,7 +222,7 @@ def _write_model(arch: _Arch, out: Path, seed: int) -> None:
                 "rope_type": "default",
                 "rope_theta": 1_000_000.0,
                 "mrope_section": list(arch.mrope_section),
-                **({"mrope_interleaved": True} if arch is ARCHS["qwen3_vl"] else {}),
+                **({"mrope_interleaved": True} if arch.mrope_interleaved else {}),
             },
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],

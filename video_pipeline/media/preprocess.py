@@ -44,6 +44,10 @@ def preprocess(
     h, w = fit_pixel_budget(src_h, src_w, options.patch_factor, options.min_pixels, options.max_pixels)
     sized = resize_frames(frames, h, w)
     fps = float(metadata.get("fps") or 0.0)
+    if not fps > 0:
+        # Engines need a positive rate to place frames in time; derive it from the timestamps.
+        span = float(timestamps[-1] - timestamps[0]) if t > 1 else 0.0
+        fps = (t - 1) / span if span > 0 else 1.0
     total = int(metadata.get("total_num_frames") or t)
     duration = float(metadata.get("duration") or (timestamps[-1] if t else 0.0))
     grid = (h // options.patch_factor) * (w // options.patch_factor)
