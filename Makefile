@@ -3,10 +3,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit e2e lint serve bench-decode clean
+TINY := .tiny/qwen2_vl
+
+
+.PHONY: setup tiny-model test unit e2e lint serve bench-decode perf-triton clean
 
 setup:
 	bash scripts/setup.sh
+
+## The tiny random-weight Qwen2-VL the tests and the default server use (built offline, ~5 s).
+tiny-model: setup
+	$(PY) scripts/build_tiny_model.py --arch qwen2_vl --out $(TINY)
 
 ## Set up (if needed) and run the whole test suite: unit, then end-to-end on a real tritonserver.
 test: setup
@@ -21,14 +28,21 @@ e2e: setup
 lint: setup
 	$(VENV)/bin/ruff check video_pipeline openai_frontend model_repository tests perf scripts
 
-## Set up (if needed) and start tritonserver with this repository on loopback ports 8000/8001/8002.
-serve: setup
+## Set up (if needed) and start tritonserver with this repository on the tiny model
+## (loopback ports 8000 HTTP, 8001 gRPC, 8002 metrics).
+serve: tiny-model
+	VLLM_CACHE_ROOT=$(CURDIR)/.cache/vllm HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
 	$(PY) -m video_pipeline.launch --model-repository model_repository
 
 ## Decoder vs peers (vLLM's OpenCV loader, decord, qwen-vl-utils, naive PyAV) -> perf/RESULTS.md
 bench-decode: setup
 	$(VENV)/bin/pip install -q -r requirements/perf.txt
 	$(PY) perf/bench_decode.py
+
+## perf_analyzer recipes for every model -> perf/RESULTS.md "perf_analyzer"
+perf-triton: tiny-model
+	$(PY) scripts/install_perf_analyzer.py
+	$(PY) perf/perf_analyzer_recipes.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

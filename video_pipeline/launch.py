@@ -10,7 +10,7 @@ so the server runs in its own process group and is stopped with SIGTERM first.
 
 Used by the tests (one server per test session) and by ``make serve``::
 
-    python -m video_pipeline.launch --model-repository model_repository --load-model video_decoder
+    python -m video_pipeline.launch --model-repository model_repository [--load-model video_decoder ...]
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+# Loading an ensemble loads its steps; listed anyway so each one's readiness is awaited.
+DEFAULT_MODELS = ("video_decoder", "video_preprocessor", "video_media", "llm", "video_llm")
 
 
 class LaunchError(RuntimeError):
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = TritonServer(
-        Path(args.model_repository), args.models or ["video_decoder", "video_preprocessor"],
+        Path(args.model_repository), args.models or list(DEFAULT_MODELS),
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port, host=args.host,
         log_path=Path(args.log_file) if args.log_file else None, extra_args=extra,
     )
