@@ -25,6 +25,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that break the shared server (an engine killed on purpose) run after all the others.
+    items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)
+
+
 def build_tiny_model(arch: str = "qwen2_vl", out: Path = TINY_MODEL) -> Path:
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--arch", arch, "--out", str(out)],
@@ -52,3 +57,92 @@ def triton(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         server.stop()
         if request.session.testsfailed:
             print(f"\n--- tritonserver log ({log}) ---\n{log.read_text(errors='replace')[-20000:]}")
+
+
+# --- the OpenAI shim on the session's tritonserver ------------------------------------------------
+
+
+class HttpMedia:
+    """A folder served over HTTP on 127.0.0.1 (a free port): ``put(name, data)`` returns its URL."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder = folder
+        self.port = port
+
+    def put(self, name: str, data: bytes) -> str:
+        (self.folder / name).write_bytes(data)
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def http_media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpMedia]:
+    """Media for the shim to download, from a local ThreadingHTTPServer (never the internet)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = tmp_path_factory.mktemp("http_media")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, name="http-media", daemon=True)
+    thread.start()
+    try:
+        yield HttpMedia(folder, server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Shim:
+    """The OpenAI-compatible app served by uvicorn in a background thread."""
+
+    def __init__(self, base_url: str, settings: object, media_dir: Path, triton: object) -> None:
+        self.base_url = base_url  # http://127.0.0.1:<port>
+        self.settings = settings
+        self.media_dir = media_dir  # file:// URLs inside it are allowed
+        self.triton = triton
+
+    def client(self, **kwargs: object):  # noqa: ANN201 - openai.OpenAI, imported lazily
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="x", max_retries=0, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def shim(triton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
+    """The shim on a free loopback port, talking to the session's tritonserver over gRPC."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from openai_frontend.app import create_app
+    from openai_frontend.backend.triton import TritonBackend
+    from openai_frontend.settings import Settings
+    from video_pipeline.launch import free_port
+
+    media_dir = tmp_path_factory.mktemp("shim_media")
+    settings = Settings(model_repository=str(MODEL_REPOSITORY), allow_loopback_urls=True,
+                        allowed_local_media_path=str(media_dir), port=free_port())
+    app = create_app(settings, TritonBackend(triton.grpc_url, timeout_s=120))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, name="shim", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the OpenAI shim did not start")
+        time.sleep(0.05)
+    try:
+        yield Shim(f"http://127.0.0.1:{settings.port}", settings, media_dir, triton)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncGenerator, Iterator
 
 import pytest
@@ -268,3 +269,29 @@ def test_shutdown_fails_in_flight_requests_with_engine_unavailable_when_called(f
     with pytest.raises(EngineUnavailable):
         eng.check_health()
     eng.shutdown()  # a second call is a no-op
+
+
+class DyingEngine(FakeEngine):
+    """Hangs in generate (as vLLM does when its core died before its output handler ran)."""
+
+    def __init__(self) -> None:
+        super().__init__(tokens=1, delay=3600)
+        self.dead = False
+
+    def is_dead(self) -> bool:
+        return self.dead
+
+
+def test_submit_fails_with_engine_unavailable_when_the_engine_dies_under_a_request() -> None:
+    dying = DyingEngine()
+    eng = BackgroundEngine(lambda: dying)
+    try:
+        rec = Recorder()
+        eng.submit(request(), rec.on_delta, rec.on_done)
+        time.sleep(0.3)
+        assert not rec.done.is_set()
+        dying.dead = True
+        assert rec.done.wait(5), "a request on a dead engine hung"
+        assert isinstance(rec.errors[0], EngineUnavailable)
+    finally:
+        eng.shutdown()

@@ -196,7 +196,11 @@ class BackgroundEngine:
             raise RuntimeError("_serve must run as a task")
         self._tasks.add(task)
         handle._task = task
-        watcher = asyncio.create_task(_watch(is_cancelled, task)) if is_cancelled else None
+        died = asyncio.Event()
+        is_dead = getattr(self._engine, "is_dead", None)
+        watcher = (
+            asyncio.create_task(_watch(is_cancelled, task, is_dead, died)) if is_cancelled or is_dead else None
+        )
         error: PipelineError | None = None
         try:
             if self._closing:
@@ -216,6 +220,8 @@ class BackgroundEngine:
             # Closing the engine's stream (above) aborted the request in vLLM.
             if self._closing:
                 error = EngineUnavailable("engine is shutting down")
+            elif died.is_set():
+                error = EngineUnavailable("the inference engine died")
         except PipelineError as exc:
             error = exc
         except Exception as exc:
@@ -279,9 +285,26 @@ async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-async def _watch(is_cancelled: Callable[[], bool], task: asyncio.Task[None]) -> None:
+async def _watch(
+    is_cancelled: Callable[[], bool] | None,
+    task: asyncio.Task[None],
+    is_dead: Callable[[], bool] | None = None,
+    died: asyncio.Event | None = None,
+) -> None:
+    """Cancels ``task`` when its client cancels, or when the engine dies under it."""
     while True:
         await asyncio.sleep(CANCEL_POLL_S)
+        if is_dead is not None and died is not None:
+            try:
+                dead = is_dead()
+            except Exception:
+                dead = True
+            if dead:
+                died.set()
+                task.cancel()
+                return
+        if is_cancelled is None:
+            continue
         try:
             cancelled = is_cancelled()
         except Exception:

@@ -148,6 +148,21 @@ class VllmEngine:
         except Exception as exc:
             raise EngineUnavailable(f"engine is not healthy: {exc}") from exc
 
+    def is_dead(self) -> bool:
+        """Cheap, synchronous: True once the engine core has died (or was shut down).
+
+        vLLM starts its output handler lazily, so a request added after the core died
+        but before any output was awaited can wait forever; the background loop polls
+        this to fail such requests instead (see BackgroundEngine).
+        """
+        engine = self._engine
+        if engine is None:
+            return True
+        try:
+            return bool(engine.errored) or bool(engine.engine_core.resources.engine_dead)
+        except Exception:  # noqa: BLE001 - a half-torn-down engine counts as dead
+            return True
+
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the engine core and its worker processes."""
         engine, self._engine = self._engine, None
