@@ -273,3 +273,18 @@ def test_snap_to_keyframes_keeps_invariants_when_inputs_are_random() -> None:
         # Snapped frames stay within tolerance of some sample.
         for idx in out[snapped]:
             assert np.min(np.abs(times[chosen] - times[idx])) <= tol + 1e-9
+
+
+def test_snap_to_keyframes_uses_cheap_frames_when_samples_outnumber_keyframes() -> None:
+    import numpy as np
+
+    from video_pipeline.media.sampling import snap_to_keyframes
+
+    times = np.arange(100) / 10.0
+    keys = np.array([0, 50])
+    cost = np.array([i % 50 for i in range(100)])  # decode steps from the GOP's keyframe
+    chosen = np.array([0, 10, 40, 50, 60, 90])
+    out, snapped = snap_to_keyframes(times, chosen, keys, 5.0, cheap=np.flatnonzero(cost <= 3), cost=cost)
+    assert len(out) == len(chosen) and snapped.all()
+    assert set(out.tolist()) <= {0, 1, 2, 3, 50, 51, 52, 53}
+    assert len(set(out.tolist())) == len(out)

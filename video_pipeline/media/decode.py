@@ -57,6 +57,7 @@ class _Index:
     pts: np.ndarray  # presentation order, stream time_base units
     key: np.ndarray  # presentation order, bool
     has_pts: bool
+    cost: np.ndarray  # presentation order: packets to decode from the GOP's keyframe to reach it
 
 
 class _Deadline:
@@ -92,7 +93,10 @@ def decode_video(
         chosen = select_frames(times, frame_duration, options)
         snapped = np.zeros(len(chosen), dtype=bool)
         if options.mode == "keyframe" and index.has_pts:
-            chosen, snapped = snap_to_keyframes(times, chosen, np.flatnonzero(index.key), options.keyframe_tolerance)
+            chosen, snapped = snap_to_keyframes(
+                times, chosen, np.flatnonzero(index.key), options.keyframe_tolerance,
+                cheap=np.flatnonzero(index.cost <= _CHEAP_DEPTH), cost=index.cost,
+            )
 
         cc = stream.codec_context
 
@@ -314,6 +318,8 @@ _PROBE_PACKETS = 256
 def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _Deadline) -> _Index:
     pts: list[int] = []
     key: list[bool] = []
+    cost: list[int] = []  # packets from the GOP's keyframe, in decode order (0 = the keyframe)
+    since_key = 0
     has_pts = True
     in_decode_order = True  # every pts larger than the one before, in demux order
     n = 0
@@ -335,6 +341,8 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
                 in_decode_order = False
             pts.append(int(p))
             key.append(bool(packet.is_keyframe))
+            since_key = 0 if packet.is_keyframe else since_key + 1
+            cost.append(since_key)
     except av.FFmpegError as exc:
         if not pts:
             raise InvalidInput(f"the video stream cannot be read ({_ffmpeg_reason(exc)})") from None
@@ -349,6 +357,7 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
     keys = np.asarray(key, dtype=bool)
     order = np.argsort(arr, kind="stable")
     arr, keys = arr[order], keys[order]
+    costs = np.asarray(cost, dtype=np.int64)[order]
     if len(arr) > 1 and np.any(np.diff(arr) == 0):
         has_pts = False  # duplicate timestamps: the index cannot address frames reliably
         arr = np.arange(len(arr), dtype=np.int64)
@@ -360,7 +369,7 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
     if duration_over := (float((arr[-1] - arr[0]) * (stream.time_base or Fraction(1, 90000))) > limits.max_duration_s):
         del duration_over
         raise MediaTooLarge(f"the video lasts more than {limits.max_duration_s:g} s (the limit)")
-    return _Index(pts=arr, key=keys, has_pts=has_pts)
+    return _Index(pts=arr, key=keys, has_pts=has_pts, cost=costs)
 
 
 def _frame_duration(stream: Any, times: np.ndarray) -> float:
@@ -450,6 +459,7 @@ def _decode_selected(
             return got
         cc.flush_buffers()
         last = max(pending)
+        unsent = set(pending)
         started = False
         past_next_key = 0
         try:
@@ -472,7 +482,10 @@ def _decode_selected(
                     break
                 cc.skip_frame = "DEFAULT" if p in pending else "NONREF"
                 newest = _take_all(cc.decode(packet), wanted, pending, conv, got)
-                if not pending or (newest is not None and newest > last):
+                unsent.discard(p)
+                if not pending or (newest is not None and newest > last) or not unsent:
+                    # Every sample of this GOP is in the decoder: drain it rather than decode
+                    # further frames only to push the samples out of its reorder buffer.
                     break
             if pending:
                 cc.skip_frame = "DEFAULT"
@@ -486,6 +499,8 @@ def _decode_selected(
 
 # Packets decoded past the next keyframe before giving up on a sample (open-GOP leading frames).
 _REORDER_SLACK = 16
+# Keyframe mode may also take the first frames decoded after a keyframe (a few packets each).
+_CHEAP_DEPTH = 3
 
 
 def _take_all(frames: Any, wanted: dict[int, int], pending: set[int], conv: _Converter, got: np.ndarray) -> int | None:

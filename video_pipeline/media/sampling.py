@@ -88,37 +88,49 @@ def distinct_nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def snap_to_keyframes(
-    times: np.ndarray, chosen: np.ndarray, key_indices: np.ndarray, tolerance: float
+    times: np.ndarray,
+    chosen: np.ndarray,
+    key_indices: np.ndarray,
+    tolerance: float,
+    cheap: np.ndarray | None = None,
+    cost: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keyframe mode: moves each chosen frame to the nearest unused keyframe within ``tolerance`` s.
+    """Keyframe mode: moves each chosen frame to the cheapest unused frame within ``tolerance`` s.
 
-    Returns (indices, snapped) where ``snapped[i]`` tells whether frame i is a keyframe
-    stand-in. Frames with no free keyframe near enough keep their exact index, so the
-    count and the order are preserved and every timestamp stays true.
+    Candidates are the keyframes, plus ``cheap`` (frames a few packets after a keyframe in
+    decode order, ``cost`` packets each) when given, so that more samples than keyframes can
+    still avoid decoding a whole GOP. Among candidates in range the lowest cost wins, then the
+    nearest. Returns (indices, snapped) where ``snapped[i]`` tells whether frame i is such a
+    stand-in. Frames with no free candidate near enough keep their exact index, so the count
+    and the order are preserved and every timestamp stays true.
     """
     out = chosen.copy()
     snapped = np.zeros(len(chosen), dtype=bool)
-    if len(key_indices) == 0:
+    cands = np.union1d(key_indices, cheap if cheap is not None else np.zeros(0, dtype=np.int64)).astype(np.int64)
+    if len(cands) == 0:
         return out, snapped
-    key_times = times[key_indices]
-    # A chosen frame that is itself a keyframe keeps it. Otherwise an earlier sample could
-    # take that keyframe, leaving this one unsnapped on the same index: two samples on one
-    # frame, and the de-duplication below would drop one (the count must not change).
-    own = set(np.intersect1d(chosen, key_indices).tolist())
+    costs = cost if cost is not None else np.zeros(len(times), dtype=np.int64)
+    cand_times = times[cands]
+    # A chosen frame that is itself a candidate keeps it. Otherwise an earlier sample could
+    # take it, leaving this one unsnapped on the same index: two samples on one frame, and the
+    # de-duplication below would drop one (the count must not change).
+    own = set(np.intersect1d(chosen, cands).tolist())
     used: set[int] = set(own)
     for i, idx in enumerate(chosen):
         if int(idx) in own:
             snapped[i] = True
             continue
-        t = times[idx]
-        pos = int(np.searchsorted(key_times, t))
-        best = None
-        best_dist = tolerance + 1e-9
-        for j in (pos - 2, pos - 1, pos, pos + 1):
-            if 0 <= j < len(key_times) and int(key_indices[j]) not in used:
-                d = abs(float(key_times[j]) - float(t))
-                if d <= best_dist:
-                    best, best_dist = int(key_indices[j]), d
+        t = float(times[idx])
+        lo = int(np.searchsorted(cand_times, t - tolerance - 1e-9, side="left"))
+        hi = int(np.searchsorted(cand_times, t + tolerance + 1e-9, side="right"))
+        best, best_key = None, None
+        for j in range(lo, hi):
+            c = int(cands[j])
+            if c in used:
+                continue
+            rank = (int(costs[c]), abs(float(cand_times[j]) - t))
+            if best_key is None or rank < best_key:
+                best, best_key = c, rank
         if best is not None:
             used.add(best)
             out[i] = best
