@@ -45,11 +45,14 @@ def main() -> int:
     h, w = fit_pixel_budget(1080, 1920, 28, 4 * 28 * 28, 448 * 448)
     ways = {
         "decoder pixel path: reformat(w, h, rgb24)": lambda f: f.reformat(
-            width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray(),
+            width=w, height=h, format="rgb24", interpolation="BICUBIC"
+        ).to_ndarray(),
         "native rgb24, then FFmpeg scaler on RGB": lambda f: resize_frames(
-            f.to_ndarray(format="rgb24")[None], h, w)[0],
+            f.to_ndarray(format="rgb24")[None], h, w
+        )[0],
         "native rgb24, then PIL bicubic": lambda f: np.asarray(
-            Image.fromarray(f.to_ndarray(format="rgb24")).resize((w, h), Image.BICUBIC)),
+            Image.fromarray(f.to_ndarray(format="rgb24")).resize((w, h), Image.BICUBIC)
+        ),
     }
     results = {name: [] for name in ways}
     for _ in range(5):  # interleaved repeats
@@ -58,14 +61,23 @@ def main() -> int:
             for f in frames:
                 fn(f)
             results[name].append((time.perf_counter() - t) * 1000 / len(frames))
-    lines = [f"16 decoded 1920x1080 H.264 frames -> {w}x{h} RGB (448x448 budget, factor 28), ms per frame, "
-             "5 interleaved repeats. Command: `python perf/bench_resize.py`.", "",
-             "| path | ms/frame min | ms/frame median | × decoder path |", "|---|---:|---:|---:|"]
+    lines = [
+        f"16 decoded 1920x1080 H.264 frames -> {w}x{h} RGB (448x448 budget, factor 28), ms per frame, "
+        "5 interleaved repeats. Command: `python perf/bench_resize.py`.",
+        "",
+        "| path | ms/frame min | ms/frame median | × decoder path |",
+        "|---|---:|---:|---:|",
+    ]
     base = statistics.median(results[next(iter(ways))])
     for name, xs in results.items():
-        lines.append(f"| {name} | {min(xs):.2f} | {statistics.median(xs):.2f} | {statistics.median(xs) / base:.2f} |")
-    lines += ["", "The decoder resizes (video_decoder scales in FFmpeg's pixel path); the preprocessor only "
-              "resizes frames that arrive at another size (then with FFmpeg's scaler, faster than PIL)."]
+        lines.append(
+            f"| {name} | {min(xs):.2f} | {statistics.median(xs):.2f} | {statistics.median(xs) / base:.2f} |"
+        )
+    lines += [
+        "",
+        "The decoder resizes (video_decoder scales in FFmpeg's pixel path); the preprocessor only "
+        "resizes frames that arrive at another size (then with FFmpeg's scaler, faster than PIL).",
+    ]
     body = "\n".join(lines)
     replace_section(ROOT / "perf" / "RESULTS.md", "Resize path", body)
     print(body)
