@@ -216,3 +216,13 @@ def test_video_llm_answers_a_per_request_error_when_a_parameter_or_video_is_bad(
     assert needle.lower() in str(info.value).lower()
     ok = stream(triton.grpc_url, "video_llm", _inputs(**base))
     assert ok[-1]["finish_reason"] == "length"
+
+
+def test_video_llm_returns_the_whole_text_when_called_over_http_generate_without_stream(triton) -> None:
+    body = {"messages": json.dumps([{"role": "user", "content": "Say something."}]),
+            "sampling_parameters": json.dumps(GREEDY), "stream": False}
+    r = httpx.post(f"http://{triton.http_url}/v2/models/video_llm/generate", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out[C.FINISH_REASON] == "length" and out[C.NUM_OUTPUT_TOKENS] == 12
+    assert len(out[C.TEXT_OUTPUT]) > 0
