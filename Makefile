@@ -28,11 +28,14 @@ e2e: setup
 lint: setup
 	$(VENV)/bin/ruff check video_pipeline openai_frontend model_repository tests perf scripts
 
-## Set up (if needed) and start tritonserver with this repository on the tiny model
-## (loopback ports 8000 HTTP, 8001 gRPC, 8002 metrics).
+## Set up (if needed) and serve this repository on the tiny model: the OpenAI-compatible API on
+## http://127.0.0.1:8080/v1 (SERVE_ARGS: more flags, see `python -m openai_frontend --help`), with
+## tritonserver behind it on loopback ports 8000 HTTP, 8001 gRPC, 8002 metrics.
+SERVE_ARGS ?=
 serve: tiny-model
 	VLLM_CACHE_ROOT=$(CURDIR)/.cache/vllm HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
-	$(PY) -m video_pipeline.launch --model-repository model_repository
+	$(PY) -m openai_frontend --model-repository model_repository --port 8080 \
+	  --triton-http-port 8000 --triton-grpc-port 8001 --triton-metrics-port 8002 $(SERVE_ARGS)
 
 ## Decoder vs peers (vLLM's OpenCV loader, decord, qwen-vl-utils, naive PyAV) -> perf/RESULTS.md
 bench-decode: setup

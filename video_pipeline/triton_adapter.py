@@ -126,10 +126,15 @@ class ResponseSink:
         self._model._outbox.put((self._sender, response, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
 
     def is_cancelled(self) -> bool:
-        try:
-            return bool(self._request.is_cancelled())
-        except Exception:  # noqa: BLE001 - older stubs lack it: never cancelled
-            return False
+        # Both flags: in 2.51 a client's stream cancel does not always show on the request
+        # (a few in fifteen were missed), and vllm_backend polls the sender's.
+        for source in (self._request, self._sender):
+            try:
+                if source.is_cancelled():
+                    return True
+            except Exception:  # noqa: BLE001 - older stubs lack one of them
+                continue
+        return False
 
 
 class DecoupledModel:

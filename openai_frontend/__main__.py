@@ -1,0 +1,64 @@
+"""One command, one port: start tritonserver (all models, free loopback ports) and the shim.
+
+    python -m openai_frontend [--port 8080] [--triton-url host:port] ...
+
+With ``--triton-url`` (or ``VLT_TRITON_URL``) the shim joins a running server
+instead. SIGINT/SIGTERM stop the shim (in-flight streams are cancelled) and then
+tritonserver. Every flag: ``python -m openai_frontend --help``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from openai_frontend.app import create_app
+from openai_frontend.backend.triton import TritonBackend
+from openai_frontend.settings import Settings
+
+logger = logging.getLogger("openai_frontend")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.load(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM while tritonserver starts must stop it too (it runs in its own process group).
+    signal.signal(signal.SIGTERM, _interrupt)
+    triton = None
+    try:
+        if not settings.triton_url:
+            from video_pipeline.launch import DEFAULT_MODELS, TritonServer
+
+            log = Path(settings.triton_log_file) if settings.triton_log_file else None
+            triton = TritonServer(Path(settings.model_repository), list(DEFAULT_MODELS), log_path=log,
+                                  http_port=settings.triton_http_port, grpc_port=settings.triton_grpc_port,
+                                  metrics_port=settings.triton_metrics_port, ready_timeout_s=900)
+            logger.info("starting tritonserver on %s (log %s)", settings.model_repository, log or "a temporary file")
+            triton.start()
+            logger.info("tritonserver ready: gRPC %s, log %s", triton.grpc_url, triton.log_path)
+            settings = settings.with_(triton_url=triton.grpc_url)
+        backend = TritonBackend(settings.triton_url, timeout_s=settings.triton_timeout_s)
+        app = create_app(settings, backend)
+        logger.info("serving model %r at http://%s:%d/v1", settings.model_name, settings.host, settings.port)
+        server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                               log_level=settings.log_level.lower(), timeout_graceful_shutdown=5))
+        server.run()  # handles SIGINT/SIGTERM itself: stops accepting, cancels streams, returns
+    except KeyboardInterrupt:
+        logger.info("signal received; shutting down")
+    finally:
+        if triton is not None:
+            logger.info("stopping tritonserver")
+            triton.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The FastAPI app: ``create_app(settings, backend)``.
+
+Tests pass a fake backend; the launcher passes a
+:class:`~openai_frontend.backend.triton.TritonBackend`. Every error leaves as
+OpenAI's error object; a traceback never reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from openai_frontend.backend.base import Backend
+from openai_frontend.errors import OpenAIError, from_exception
+from openai_frontend.media.urls import MediaFetcher
+from openai_frontend.metrics import Metrics, MetricsMiddleware
+from openai_frontend.routers import chat, health, models, responses
+from openai_frontend.service import Service
+from openai_frontend.settings import Settings
+from openai_frontend.sse import ClientGone
+from video_pipeline.errors import PipelineError
+
+logger = logging.getLogger(__name__)
+
+# Not a real HTTP status a client sees (it is gone); nginx's "client closed request", for the log.
+CLIENT_CLOSED = 499
+
+
+def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient | None = None) -> FastAPI:
+    """The OpenAI-compatible app on ``backend``; ``http`` fetches media URLs (one is made if not given)."""
+    http = http or httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.fetch_timeout_s), follow_redirects=False,
+        headers={"User-Agent": "video-llm-triton"},
+    )
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await http.aclose()
+        await backend.close()
+
+    app = FastAPI(title="video-llm-triton OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = Service(settings, backend, MediaFetcher(settings, http), metrics)
+    app.state.started_at = int(time.time())
+    for module in (chat, responses, models, health):
+        app.include_router(module.router)
+
+    def answer(request: Request, err: OpenAIError) -> JSONResponse:
+        metrics.error(request.url.path, err.code)
+        if err.status >= 500:
+            logger.warning("%s %s -> %d %s", request.method, request.url.path, err.status, err.message)
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(OpenAIError)
+    async def on_openai_error(request: Request, exc: OpenAIError) -> Response:
+        return answer(request, exc)
+
+    @app.exception_handler(PipelineError)
+    async def on_pipeline_error(request: Request, exc: PipelineError) -> Response:
+        return answer(request, from_exception(exc))
+
+    @app.exception_handler(ClientGone)
+    async def on_client_gone(request: Request, exc: ClientGone) -> Response:
+        logger.info("%s %s: client disconnected; request cancelled", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return answer(request, OpenAIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
+                                           code=code))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> Response:
+        return answer(request, OpenAIError(400, str(exc.errors()[0].get("msg", "invalid request"))))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return answer(request, from_exception(exc))
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,221 @@
+"""The backend on a real tritonserver, through tritonclient's asyncio gRPC client.
+
+Never Triton's HTTP JSON: tritonserver 2.51 crashes on JSON bodies above ~4 MB.
+Media go through ``video_media`` (one unary call, not decoupled); generation
+streams ``llm`` directly, so cancelling the gRPC call (a client that left)
+reaches the engine — Triton 2.51 does not pass a cancel into an ensemble step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import InferInput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from openai_frontend.backend.base import Delta, LlmRequest
+from video_pipeline import contract as C
+from video_pipeline.errors import (
+    EngineUnavailable,
+    InvalidInput,
+    MediaTooLarge,
+    PipelineError,
+    UnsupportedMedia,
+)
+
+logger = logging.getLogger(__name__)
+
+_WIRE_DTYPES = {"TYPE_STRING": "BYTES", "TYPE_UINT8": "UINT8", "TYPE_BOOL": "BOOL"}
+# The core's budget errors all name "the limit" (video_pipeline.media.decode, steps, options);
+# Triton carries them as INVALID_ARG, which has no 413 of its own.
+_TOO_LARGE = re.compile(r"\bthe limit\b|\ballows at most\b", re.IGNORECASE)
+# In-band stream errors carry a message only (no status); these mean "the model cannot serve now".
+_UNAVAILABLE = re.compile(
+    r"not healthy|unavailable|shutting down|unknown model|is not ready|not found|no longer", re.IGNORECASE
+)
+
+
+def tensor(model: C.ModelContract, name: str, value: np.ndarray) -> InferInput:
+    """An input of ``model`` named ``name``, typed as the contract says."""
+    spec = next(t for t in model.inputs if t.name == name)
+    t = InferInput(name, list(value.shape), _WIRE_DTYPES[spec.dtype])
+    t.set_data_from_numpy(value)
+    return t
+
+
+def _bytes_array(items: list[bytes]) -> np.ndarray:
+    arr = np.empty(len(items), dtype=np.object_)
+    arr[:] = items
+    return arr
+
+
+def _json_array(items: list[Any]) -> np.ndarray:
+    return _bytes_array([json.dumps(x, separators=(",", ":")).encode() for x in items])
+
+
+def media_inputs(videos: list[bytes], options: list[dict[str, Any]]) -> list[InferInput]:
+    """``video_media`` inputs: N containers and one options JSON per video."""
+    return [
+        tensor(C.VIDEO_MEDIA, C.VIDEO, _bytes_array(videos)),
+        tensor(C.VIDEO_MEDIA, C.VIDEO_OPTIONS, _json_array(options)),
+    ]
+
+
+def llm_inputs(request: LlmRequest) -> list[InferInput]:
+    """``llm`` inputs for one request; absent media are absent tensors, not empty ones."""
+    inputs = [
+        tensor(C.LLM, C.MESSAGES, _json_array([request.messages])),
+        tensor(C.LLM, C.SAMPLING_PARAMETERS, _json_array([request.sampling])),
+        tensor(C.LLM, C.STREAM, np.array([request.stream], dtype=np.bool_)),
+    ]
+    if request.infos:
+        inputs.append(tensor(C.LLM, C.VIDEO_FRAMES, np.ascontiguousarray(request.frames, dtype=np.uint8)))
+        inputs.append(tensor(C.LLM, C.VIDEO_INFO, _json_array(request.infos)))
+    if request.images:
+        inputs.append(tensor(C.LLM, C.IMAGE, _bytes_array(request.images)))
+    return inputs
+
+
+def delta_from(outputs: dict[str, np.ndarray | None]) -> Delta | None:
+    """A :class:`Delta` from one llm response's outputs (None for a response without text)."""
+    text = outputs.get(C.TEXT_OUTPUT)
+    if text is None:
+        return None
+
+    def scalar(name: str) -> Any:
+        arr = outputs.get(name)
+        return None if arr is None or arr.size == 0 else arr.reshape(-1)[0]
+
+    def as_str(value: Any) -> str:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+    finish = as_str(scalar(C.FINISH_REASON))
+    return Delta(
+        text=as_str(text.reshape(-1)[0]),
+        index=int(scalar(C.CHOICE_INDEX) or 0),
+        finish_reason=finish or None,
+        prompt_tokens=int(scalar(C.NUM_INPUT_TOKENS) or 0),
+        completion_tokens=int(scalar(C.NUM_OUTPUT_TOKENS) or 0),
+        video_tokens=int(scalar(C.NUM_VIDEO_TOKENS) or 0),
+    )
+
+
+def error_from_status(status: str | None, message: str) -> PipelineError:
+    """The typed error for a Triton/gRPC status name (``StatusCode.INVALID_ARGUMENT`` or ``INVALID_ARGUMENT``)."""
+    code = (status or "").rsplit(".", 1)[-1].upper()
+    if code == "INVALID_ARGUMENT":
+        return MediaTooLarge(message) if _TOO_LARGE.search(message) else InvalidInput(message)
+    if code == "UNIMPLEMENTED":
+        return UnsupportedMedia(message)
+    if code in ("UNAVAILABLE", "NOT_FOUND", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN_MODEL"):
+        return EngineUnavailable(f"tritonserver cannot serve the request: {message}")
+    return PipelineError(f"tritonserver failed: {message}")
+
+
+def error_from_stream(message: str) -> PipelineError:
+    """The typed error for an in-band stream error: gRPC streams carry the message without a status."""
+    if message.startswith("internal error"):
+        return PipelineError(message)
+    if _UNAVAILABLE.search(message):
+        return EngineUnavailable(message)
+    return MediaTooLarge(message) if _TOO_LARGE.search(message) else InvalidInput(message)
+
+
+class TritonBackend:
+    """:class:`~openai_frontend.backend.base.Backend` on tritonserver's gRPC endpoint."""
+
+    def __init__(self, url: str, *, timeout_s: float = 600.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client: InferenceServerClient | None = None
+        self._media_params: dict[str, str] | None = None
+
+    @property
+    def client(self) -> InferenceServerClient:
+        # Created on first use: a grpc.aio channel belongs to the event loop that runs the app.
+        if self._client is None:
+            self._client = InferenceServerClient(self.url)
+        return self._client
+
+    async def ready(self) -> bool:
+        try:
+            for model in (C.LLM.name, C.VIDEO_MEDIA.name):
+                if not await self.client.is_model_ready(model, client_timeout=5):
+                    return False
+            return True
+        except (InferenceServerException, grpc.RpcError, OSError):
+            return False
+
+    async def media_parameters(self) -> dict[str, str]:
+        if self._media_params is None:
+            try:
+                config = await self.client.get_model_config(C.VIDEO_PREPROCESSOR.name, as_json=True,
+                                                            client_timeout=10)
+            except InferenceServerException as exc:
+                raise error_from_status(exc.status(), exc.message()) from None
+            params = config.get("config", {}).get("parameters", {})
+            self._media_params = {k: str(v.get("string_value", "")) for k, v in params.items()}
+        return self._media_params
+
+    async def media(self, videos: list[bytes], options: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict]]:
+        try:
+            result = await self.client.infer(C.VIDEO_MEDIA.name, media_inputs(videos, options),
+                                             client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise error_from_status(exc.status(), exc.message()) from None
+        frames = result.as_numpy(C.VIDEO_FRAMES)
+        infos = [json.loads(x) for x in result.as_numpy(C.VIDEO_INFO).reshape(-1)]
+        return frames, infos
+
+    async def generate(self, request: LlmRequest) -> AsyncIterator[Delta]:
+        inputs = llm_inputs(request)
+        sent_all = asyncio.Event()
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": C.LLM.name, "inputs": inputs, "request_id": request.request_id}
+            # Keep our half of the stream open until every choice has ended.
+            await sent_all.wait()
+
+        # aio's stream_infer cannot ask for Triton's empty final response, so the end of the
+        # request is the moment every one of the n choices has reported its finish_reason.
+        pending = set(range(request.n))
+        call = self.client.stream_infer(requests())
+        try:
+            async for result, error in call:
+                if error is not None:
+                    raise error_from_stream(error.message())
+                names = (C.TEXT_OUTPUT, C.FINISH_REASON, C.CHOICE_INDEX, C.NUM_INPUT_TOKENS,
+                         C.NUM_OUTPUT_TOKENS, C.NUM_VIDEO_TOKENS)
+                delta = delta_from({n: result.as_numpy(n) for n in names})
+                if delta is None:
+                    continue
+                yield delta
+                if delta.finish_reason is not None:
+                    pending.discard(delta.index)
+                    if not pending:
+                        return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                raise EngineUnavailable("the request to the llm model was cancelled") from None
+            raise error_from_status(str(exc.code()), exc.details() or str(exc.code())) from None
+        finally:
+            if pending:
+                # Early exit (client gone, error, cancelled task): cancelling the RPC cancels
+                # the Triton request, and the llm model aborts it in the engine.
+                # (A task cancelled while awaiting a response has had grpc.aio cancel the call already.)
+                logger.info("request %s ended early; cancelling it in tritonserver", request.request_id)
+                call.cancel()
+            sent_all.set()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,1 @@
+"""Resolving media references (data:, http(s), file://, frame lists) and media options."""

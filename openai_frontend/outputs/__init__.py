@@ -1,0 +1,1 @@
+"""OpenAI answer shapes (objects and stream events) built from the service's results."""

@@ -1,0 +1,120 @@
+"""Chat Completions answers in exactly OpenAI's shapes: the completion object and its SSE chunks.
+
+Stream: a role chunk per choice, content chunks, a finish chunk per choice
+(empty delta + finish_reason), then with ``stream_options.include_usage`` a
+last chunk with ``choices: []`` and the usage (every other chunk then carries
+``"usage": null``), then ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from openai_frontend.backend.base import Delta
+from openai_frontend.errors import from_exception
+from openai_frontend.service import Completion, Service, Usage
+from openai_frontend.sse import DONE, data_event
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"video_tokens": usage.video_tokens},
+    }
+
+
+def completion_body(request_id: str, created: int, model: str, completion: Completion) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": c.index,
+                "message": {"role": "assistant", "content": c.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": c.finish_reason,
+            }
+            for c in completion.choices
+        ],
+        "usage": usage_body(completion.usage),
+    }
+
+
+@dataclass(frozen=True)
+class ChunkStream:
+    """Formats one streamed completion."""
+
+    request_id: str
+    model: str
+    n: int
+    include_usage: bool
+    continuous_usage: bool
+    created: int
+
+    def chunk(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.request_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self.include_usage or self.continuous_usage:
+            body["usage"] = usage_body(usage) if usage is not None and self.continuous_usage else None
+        return data_event(body)
+
+    @staticmethod
+    def choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    async def events(self, deltas: AsyncIterator[Delta], service: Service, path: str,
+                     started: float | None = None) -> AsyncIterator[bytes]:
+        async with aclosing(deltas):  # closing it cancels the Triton request on an early exit
+            usage = Usage()
+            first_text = True
+            try:
+                for i in range(self.n):
+                    yield self.chunk([self.choice(i, {"role": "assistant", "content": ""})], usage)
+                async for delta in deltas:
+                    usage.add(delta)
+                    if delta.text:
+                        if first_text and started is not None:
+                            service.metrics.time_to_first_token.observe(time.perf_counter() - started)
+                            first_text = False
+                        yield self.chunk([self.choice(delta.index, {"content": delta.text})], usage)
+                    if delta.finish_reason:
+                        yield self.chunk([self.choice(delta.index, {}, delta.finish_reason)], usage)
+                service.observe(usage)
+                if self.include_usage:
+                    yield self._usage_chunk(usage)
+            except Exception as exc:  # noqa: BLE001 - headers are sent: the error goes in-band
+                err = from_exception(exc)
+                service.metrics.error(path, err.code)
+                yield data_event(err.body())
+            yield DONE
+
+    def _usage_chunk(self, usage: Usage) -> bytes:
+        body = {
+            "id": self.request_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [],
+            "usage": usage_body(usage),
+        }
+        return data_event(body)
+
+
+def now() -> int:
+    return int(time.time())

@@ -1,0 +1,1 @@
+"""HTTP endpoints: parse the body, call the service/backend, shape the answer; nothing else."""

@@ -1,0 +1,98 @@
+"""Shared pieces of the request schemas: the strict base model, body parsing, sampling fields."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+
+from openai_frontend.errors import OpenAIError, bad_request, from_validation, unsupported
+from openai_frontend.media.options import video_defaults
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused with a 400 naming them, as OpenAI's API does."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class SamplingFields(Strict):
+    """Generation parameters both endpoints take (OpenAI's, plus vLLM's common extras)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None  # accepted for compatibility; not used
+    # vLLM's extras, as its OpenAI server takes them (in the body or the SDK's extra_body)
+    top_k: int | None = None
+    min_p: float | None = None
+    min_tokens: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    ignore_eos: bool | None = None
+    stop_token_ids: list[int] | None = None
+    skip_special_tokens: bool | None = None
+    include_stop_str_in_output: bool | None = None
+    # media knobs as vLLM/LMDeploy take them; see openai_frontend.media.options
+    media_io_kwargs: dict[str, Any] | None = None
+    mm_processor_kwargs: dict[str, Any] | None = None
+    # accepted, no effect here
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+
+    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("temperature", "top_p", "seed", "stop", "top_k", "min_p", "min_tokens", "presence_penalty",
+                 "frequency_penalty", "repetition_penalty", "ignore_eos", "stop_token_ids", "skip_special_tokens",
+                 "include_stop_str_in_output")
+
+    def video_defaults(self) -> dict[str, Any]:
+        """Request-level ``video_options`` from media_io_kwargs / mm_processor_kwargs."""
+        return video_defaults(self.media_io_kwargs, self.mm_processor_kwargs)
+
+    def sampling(self, max_tokens: int | None, n: int | None = None) -> dict[str, Any]:
+        """The llm model's ``sampling_parameters``: only what the client set."""
+        out = {k: getattr(self, k) for k in self.SAMPLING_KEYS if getattr(self, k) is not None}
+        if max_tokens is not None:
+            out["max_tokens"] = max_tokens
+        if n is not None:
+            out["n"] = n
+        return out
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request body as JSON, with a size cap; 400 on anything that is not a JSON object."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise OpenAIError(413, f"the request body is {declared} bytes; the limit is {max_bytes}",
+                          code="request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise OpenAIError(413, f"the request body exceeds the limit of {max_bytes} bytes", code="request_too_large")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("the request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def validate(model: type[M], data: Any, prefix: str = "") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc, prefix) from None
+
+
+def refuse_if(condition: bool, param: str, why: str = "is not supported") -> None:
+    if condition:
+        raise unsupported(param, why)

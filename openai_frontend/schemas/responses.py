@@ -1,0 +1,171 @@
+"""POST /v1/responses: the request shapes we accept, and their conversation.
+
+``input`` is a string or a list of messages whose content parts are
+``input_text``, ``input_image`` (``image_url`` or ``file_id``), ``input_video``
+(``video_url`` or ``file_id``; ours, in the spirit of input_image) and
+``input_file`` (``file_id``); assistant turns carry ``output_text``. File ids
+need the Files API, which does not exist yet: they answer a clear 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from openai_frontend.errors import OpenAIError
+from openai_frontend.media.options import part_window
+from openai_frontend.media.urls import files_api_needed
+from openai_frontend.schemas.common import SamplingFields, Strict, refuse_if, validate
+from openai_frontend.service import Conversation, ImageRef, Part, Turn, VideoRef
+
+PART_TYPES = ("input_text", "input_image", "input_video", "input_file", "output_text")
+
+
+class InputText(Strict):
+    type: Literal["input_text"]
+    text: str
+
+
+class OutputText(Strict):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[Any] | None = None
+    logprobs: list[Any] | None = None
+
+
+class InputImage(Strict):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class VideoURL(Strict):
+    url: str
+    start: float | None = None
+    end: float | None = None
+
+
+class InputVideo(Strict):
+    type: Literal["input_video"]
+    video_url: str | VideoURL | None = None
+    file_id: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+class InputFile(Strict):
+    type: Literal["input_file"]
+    file_id: str | None = None
+    file_data: str | None = None
+    file_url: str | None = None
+    filename: str | None = None
+
+
+_PART_MODELS: dict[str, type[Strict]] = {
+    "input_text": InputText,
+    "output_text": OutputText,
+    "input_image": InputImage,
+    "input_video": InputVideo,
+    "input_file": InputFile,
+}
+
+
+class InputMessage(Strict):
+    type: Literal["message"] | None = None
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+    id: str | None = None  # present when a client replays an earlier output item
+    status: str | None = None
+
+
+class TextConfig(Strict):
+    format: dict[str, Any] | None = None
+    verbosity: str | None = None
+
+
+class ResponsesRequest(SamplingFields):
+    model: str
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    text: TextConfig | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    previous_response_id: str | None = None
+    reasoning: dict[str, Any] | None = None
+    truncation: Literal["disabled", "auto"] | None = None
+    include: list[str] | None = None
+    background: bool | None = None
+
+    def check_supported(self) -> None:
+        refuse_if(bool(self.tools), "tools")
+        refuse_if(self.tool_choice not in (None, "none", "auto"), "tool_choice")
+        refuse_if(self.previous_response_id is not None, "previous_response_id",
+                  "is not supported: this server stores no responses; send the whole conversation as input")
+        refuse_if(bool(self.background), "background")
+        refuse_if(bool(self.include), "include")
+        refuse_if(self.text is not None and self.text.format is not None
+                  and self.text.format.get("type") != "text", "text.format", 'supports only {"type": "text"}')
+        refuse_if(self.reasoning is not None and any(v is not None for v in self.reasoning.values()), "reasoning")
+
+    def generation_sampling(self) -> dict[str, Any]:
+        return self.sampling(self.max_output_tokens)
+
+    def conversation(self) -> Conversation:
+        turns: list[Turn] = []
+        if self.instructions:
+            turns.append(Turn("system", self.instructions))
+        if isinstance(self.input, str):
+            turns.append(Turn("user", self.input))
+            return Conversation(turns)
+        if not self.input:
+            raise OpenAIError(400, "input: must not be empty", param="input", code="invalid_value")
+        for i, raw in enumerate(self.input):
+            where = f"input[{i}]"
+            kind = raw.get("type", "message") if isinstance(raw, dict) else None
+            if kind != "message":
+                raise OpenAIError(400, f"{where}.type: unsupported input item type {kind!r}; only messages are",
+                                  param=f"{where}.type", code="invalid_value")
+            message = validate(InputMessage, raw, where)
+            if isinstance(message.content, str):
+                turns.append(Turn(message.role, message.content))
+            else:
+                parts = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(message.content)]
+                turns.append(Turn(message.role, parts))
+        return Conversation(turns)
+
+
+def _part(raw: Any, where: str) -> Part:
+    if not isinstance(raw, dict):
+        raise OpenAIError(400, f"{where}: a content part must be an object", param=where, code="invalid_value")
+    kind = raw.get("type")
+    model = _PART_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise OpenAIError(400, f"{where}.type: unknown content part type {kind!r}; supported: {', '.join(PART_TYPES)}",
+                          param=f"{where}.type", code="invalid_value")
+    part = validate(model, raw, where)
+    if isinstance(part, (InputText, OutputText)):
+        return part.text
+    if isinstance(part, InputFile):
+        raise files_api_needed(f"{where}.file_id")
+    if isinstance(part, InputImage):
+        if part.file_id is not None:
+            raise files_api_needed(f"{where}.file_id")
+        if not part.image_url:
+            raise OpenAIError(400, f"{where}: give image_url (file_id needs the Files API)",
+                              param=f"{where}.image_url", code="missing_required_parameter")
+        return ImageRef(url=part.image_url, where=f"{where}.image_url")
+    if isinstance(part, InputVideo):
+        if part.file_id is not None:
+            raise files_api_needed(f"{where}.file_id")
+        inner = part.video_url
+        if not inner:
+            raise OpenAIError(400, f"{where}: give video_url (file_id needs the Files API)",
+                              param=f"{where}.video_url", code="missing_required_parameter")
+        url = inner if isinstance(inner, str) else inner.url
+        start = part.start if part.start is not None else (None if isinstance(inner, str) else inner.start)
+        end = part.end if part.end is not None else (None if isinstance(inner, str) else inner.end)
+        return VideoRef(url=url, where=f"{where}.video_url", window=part_window(start, end, where))
+    raise OpenAIError(400, f"{where}.type: unsupported content part", param=f"{where}.type")

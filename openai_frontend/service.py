@@ -1,0 +1,280 @@
+"""The one path every endpoint shares: a conversation -> media -> an llm request -> deltas.
+
+Routers parse an OpenAI body into a :class:`Conversation` (schemas do that),
+:meth:`Service.prepare` resolves and decodes its media (containers through the
+video_media model, frame lists here), and :meth:`Service.generate` streams the
+llm model. Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from openai_frontend.backend.base import Backend, Delta, LlmRequest
+from openai_frontend.errors import OpenAIError, from_exception
+from openai_frontend.media.frames import frame_list_to_video
+from openai_frontend.media.urls import FrameList, MediaFetcher
+from openai_frontend.metrics import Metrics
+from openai_frontend.settings import Settings
+from video_pipeline.errors import EngineUnavailable, PipelineError
+from video_pipeline.media.packing import pack, unpack
+from video_pipeline.steps import PreprocessorStep
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """A video part: where it comes from, its own window (start/end), and where it sits in the body."""
+
+    url: str
+    where: str
+    window: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    url: str
+    where: str
+
+
+Part = str | VideoRef | ImageRef  # a str is a text part
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # system | developer | user | assistant
+    content: str | list[Part]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    turns: list[Turn]
+
+    def parts(self, kind: type) -> list[Any]:
+        return [p for t in self.turns if isinstance(t.content, list) for p in t.content if isinstance(p, kind)]
+
+    def llm_messages(self) -> list[dict[str, Any]]:
+        """The llm model's ``messages``: media parts become placeholders, filled in order."""
+        out: list[dict[str, Any]] = []
+        for turn in self.turns:
+            if isinstance(turn.content, str):
+                out.append({"role": turn.role, "content": turn.content})
+                continue
+            parts: list[dict[str, Any]] = []
+            for p in turn.content:
+                if isinstance(p, str):
+                    parts.append({"type": "text", "text": p})
+                else:
+                    parts.append({"type": "video" if isinstance(p, VideoRef) else "image"})
+            out.append({"role": turn.role, "content": parts})
+        return out
+
+
+@dataclass
+class Usage:
+    """Token counts of one request, from the llm model's running counters."""
+
+    prompt_tokens: int = 0
+    video_tokens: int = 0
+    per_choice: dict[int, int] = field(default_factory=dict)
+
+    def add(self, delta: Delta) -> None:
+        self.prompt_tokens = max(self.prompt_tokens, delta.prompt_tokens)
+        self.video_tokens = max(self.video_tokens, delta.video_tokens)
+        self.per_choice[delta.index] = max(self.per_choice.get(delta.index, 0), delta.completion_tokens)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(self.per_choice.values())
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Choice:
+    index: int
+    text: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass
+class Completion:
+    """A whole (non-streamed) answer."""
+
+    choices: list[Choice]
+    usage: Usage
+
+
+class Service:
+    """Everything a request needs beyond its body: settings, backend, media fetching, metrics."""
+
+    def __init__(self, settings: Settings, backend: Backend, fetcher: MediaFetcher, metrics: Metrics) -> None:
+        self.settings = settings
+        self.model_name = settings.model_name
+        self.backend = backend
+        self.fetcher = fetcher
+        self.metrics = metrics
+        self._preprocessor: PreprocessorStep | None = None
+
+    async def prepare(self, conversation: Conversation, *, video_defaults: dict[str, Any], sampling: dict[str, Any],
+                      stream: bool, request_id: str) -> LlmRequest:
+        """Fetches and decodes every video and image of ``conversation`` into one llm request."""
+        videos: list[VideoRef] = conversation.parts(VideoRef)
+        images: list[ImageRef] = conversation.parts(ImageRef)
+        s = self.settings
+        if len(videos) > s.max_videos:
+            raise OpenAIError(400, f"the request has {len(videos)} videos; this server takes at most {s.max_videos}",
+                              param="messages", code="too_many_media")
+        if len(images) > s.max_images:
+            raise OpenAIError(400, f"the request has {len(images)} images; this server takes at most {s.max_images}",
+                              param="messages", code="too_many_media")
+        fetched = await _all([
+            *(self.fetcher.fetch(v.url, "video", v.where) for v in videos),
+            *(self.fetcher.fetch(i.url, "image", i.where) for i in images),
+        ])
+        video_data, image_data = fetched[: len(videos)], fetched[len(videos):]
+        options = [{**video_defaults, **v.window} for v in videos]
+        frames, infos = await self._videos(videos, list(video_data), options)
+        if infos:
+            self.metrics.videos.inc(len(infos))
+            self.metrics.frames.inc(sum(int(i.get("num_frames", 0)) for i in infos))
+        if images:
+            self.metrics.images.inc(len(images))
+        return LlmRequest(
+            request_id=request_id,
+            messages=conversation.llm_messages(),
+            sampling=sampling,
+            stream=stream,
+            frames=frames,
+            infos=infos,
+            images=[bytes(b) for b in image_data],  # type: ignore[arg-type]
+        )
+
+    async def _videos(self, refs: list[VideoRef], data: list[bytes | FrameList], options: list[dict[str, Any]],
+                      ) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+        if not refs:
+            return None, []
+        containers = [i for i, d in enumerate(data) if not isinstance(d, FrameList)]
+        lists = [i for i, d in enumerate(data) if isinstance(d, FrameList)]
+        per_video: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+        if containers:
+            try:
+                packed, infos = await self.backend.media([data[i] for i in containers],  # type: ignore[misc]
+                                                         [options[i] for i in containers])
+            except PipelineError as exc:
+                raise self._media_error(exc, [refs[i] for i in containers]) from None
+            if not lists:  # the common case: the media model's packing is already the answer
+                return packed, infos
+            shapes = [(int(i["num_frames"]), int(i["height"]), int(i["width"])) for i in infos]
+            for i, clip, info in zip(containers, unpack(packed, shapes), infos, strict=True):
+                per_video[i] = (clip, info)
+        if lists:
+            step = await self._preprocessor_step()
+            for i in lists:
+                try:
+                    per_video[i] = await asyncio.to_thread(frame_list_to_video, data[i], options[i], step)  # type: ignore[arg-type]
+                except PipelineError as exc:
+                    raise self._media_error(exc, [refs[i]]) from None
+        ordered = [per_video[i] for i in range(len(refs))]
+        return pack([f for f, _ in ordered]), [info for _, info in ordered]
+
+    async def _preprocessor_step(self) -> PreprocessorStep:
+        if self._preprocessor is None:
+            self._preprocessor = PreprocessorStep(await self.backend.media_parameters())
+        return self._preprocessor
+
+    @staticmethod
+    def _media_error(exc: PipelineError, refs: list[VideoRef]) -> OpenAIError:
+        """The media model's message, naming the part it is about (it numbers the videos it got)."""
+        err = from_exception(exc)
+        if err.status >= 500:
+            return err
+        m = re.match(r"video (\d+): ", err.message)
+        if len(refs) > 1 and m and int(m[1]) < len(refs):
+            ref, err.message = refs[int(m[1])], err.message[m.end():]
+        elif len(refs) == 1:
+            ref = refs[0]
+        else:
+            return err
+        err.param = ref.where
+        err.message = f"{ref.where}: {err.message}"
+        return err
+
+    async def generate(self, request: LlmRequest) -> AsyncIterator[Delta]:
+        """The llm model's deltas; an ``abort`` finish (server shutting down) becomes an error."""
+        # Every layer closes the iterator it consumes: an async generator left suspended at a
+        # yield is only closed by the garbage collector, and until then the Triton request runs.
+        async with aclosing(self.backend.generate(request)) as deltas:
+            async for delta in deltas:
+                if delta.finish_reason == "abort":
+                    raise EngineUnavailable("generation was aborted by the server (shutting down?)")
+                yield delta
+
+    async def start_stream(self, request: LlmRequest) -> AsyncIterator[Delta]:
+        """The llm model's deltas once the first has arrived, so that errors the model finds
+        before generating (bad sampling, a prompt too long) still become an HTTP error status."""
+        deltas = self.generate(request)
+        try:
+            first = await deltas.__anext__()
+        except StopAsyncIteration:
+            return _empty()
+        except BaseException:
+            await deltas.aclose()
+            raise
+        return _chain(first, deltas)
+
+    async def complete(self, request: LlmRequest) -> Completion:
+        """The whole answer of a non-streamed request."""
+        choices = {i: Choice(index=i) for i in range(request.n)}
+        usage = Usage()
+        async with aclosing(self.generate(request)) as deltas:
+            async for delta in deltas:
+                choice = choices.setdefault(delta.index, Choice(index=delta.index))
+                choice.text += delta.text
+                if delta.finish_reason:
+                    choice.finish_reason = delta.finish_reason
+                usage.add(delta)
+        self.observe(usage)
+        return Completion(choices=[choices[i] for i in sorted(choices)], usage=usage)
+
+    def observe(self, usage: Usage) -> None:
+        self.metrics.video_tokens.inc(usage.video_tokens)
+        self.metrics.prompt_tokens.inc(usage.prompt_tokens)
+        self.metrics.completion_tokens.inc(usage.completion_tokens)
+
+
+async def _all(coroutines: list[Any]) -> list[Any]:
+    """Results of all ``coroutines``, run concurrently; the first failure cancels the others."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _empty() -> AsyncIterator[Delta]:
+    return
+    yield  # an async generator that yields nothing
+
+
+async def _chain(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    try:
+        yield first
+        async for delta in rest:
+            yield delta
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]  # runs the backend's cancel on an early exit

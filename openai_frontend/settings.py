@@ -1,0 +1,153 @@
+"""Every setting of the OpenAI shim, declared once: env var, CLI flag, default, one-line doc.
+
+Precedence: flag > environment > default. ``Settings`` is frozen and validated
+when built, so a bad value stops the server at start with a message naming the
+setting, never later in a request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "VLT_"
+
+_MIB = 1024 * 1024
+
+
+def _setting(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the shim needs to serve; see :data:`DOCS` or ``python -m openai_frontend --help``."""
+
+    host: str = _setting("127.0.0.1", "address the OpenAI-compatible HTTP server binds")
+    port: int = _setting(8080, "port of the OpenAI-compatible HTTP server")
+    triton_url: str = _setting(
+        "", "gRPC host:port of a running tritonserver; empty: the launcher starts one on free loopback ports"
+    )
+    model_repository: str = _setting("model_repository", "Triton model repository the launcher serves")
+    served_model_name: str = _setting(
+        "", "model name clients use; empty: served_model_name (else model) of <model_repository>/llm/1/model.json"
+    )
+    max_videos: int = _setting(4, "most videos one request may carry (all messages together)")
+    max_images: int = _setting(4, "most images one request may carry (all messages together)")
+    max_media_bytes: int = _setting(512 * _MIB, "most bytes of one video or image (data URL, download or file)")
+    max_body_bytes: int = _setting(1024 * _MIB, "most bytes of one request body")
+    max_jpeg_frames: int = _setting(768, "most frames in one data:video/jpeg frame list")
+    fetch_timeout_s: float = _setting(30.0, "timeout of each connect/read when downloading http(s) media")
+    allow_loopback_urls: bool = _setting(False, "let http(s) media URLs reach loopback addresses (tests)")
+    allowed_local_media_path: str = _setting(
+        "", "directory file:// media URLs may read from (symlinks resolved); empty: file:// refused"
+    )
+    triton_grpc_port: int = _setting(0, "loopback gRPC port of the tritonserver the launcher starts; 0: a free one")
+    triton_http_port: int = _setting(0, "loopback HTTP port of the tritonserver the launcher starts; 0: a free one")
+    triton_metrics_port: int = _setting(0, "loopback metrics port of the tritonserver the launcher starts; 0: a free one")
+    triton_log_file: str = _setting("", "where the launcher writes tritonserver's log; empty: a temporary file")
+    triton_timeout_s: float = _setting(600.0, "timeout of one media inference in tritonserver")
+    log_level: str = _setting("info", "log level of the shim (debug, info, warning, error)")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("port"):
+                if not 0 <= value < 65536:
+                    raise ValueError(f"setting {f.name} must be 0..65535, got {value}")
+            elif f.type in ("int", "float") and not value > 0:
+                raise ValueError(f"setting {f.name} must be positive, got {value!r}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError(f"setting log_level must be debug|info|warning|error, got {self.log_level!r}")
+        if self.allowed_local_media_path and not Path(self.allowed_local_media_path).is_dir():
+            raise ValueError(f"setting allowed_local_media_path is not a directory: {self.allowed_local_media_path}")
+
+    @property
+    def model_name(self) -> str:
+        """The name /v1/models lists and requests must use."""
+        return self.served_model_name or served_model_name_from(Path(self.model_repository))
+
+    @classmethod
+    def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, overridden by ``VLT_*`` environment variables, overridden by flags."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        parser = build_parser()
+        args = parser.parse_args(list(argv) if argv is not None else [])
+        for f in fields(cls):
+            value = getattr(args, f.name)
+            if value is not None:
+                values[f.name] = value
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+#: setting -> (env var, flag, default, doc), for documentation and --help.
+DOCS: dict[str, tuple[str, str, Any, str]] = {
+    f.name: (env_name(f.name), flag_name(f.name), f.default, f.metadata["doc"]) for f in fields(Settings)
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m openai_frontend",
+        description="Start tritonserver (unless --triton-url is given) and the OpenAI-compatible shim.",
+    )
+    for f in fields(Settings):
+        env, flag, default, doc = DOCS[f.name]
+        help_ = f"{doc} (env {env}, default {default!r})"
+        if f.type == "bool":
+            p.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, dest=f.name, default=None, type=kind, help=help_)
+    return p
+
+
+def served_model_name_from(model_repository: Path) -> str:
+    """``served_model_name`` (else ``model``) of the llm model's engine args; "llm" without them."""
+    path = model_repository / "llm" / "1" / "model.json"
+    try:
+        args = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "llm"
+    name = args.get("served_model_name") or args.get("model") or "llm"
+    if isinstance(name, list):  # vLLM accepts a list; the first name is the one it reports
+        name = name[0] if name else "llm"
+    return str(name)
+
+
+def _parse(name: str, kind: str, raw: str) -> Any:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{env_name(name)} must be a number, got {raw!r}") from None
+    if kind == "bool":
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{env_name(name)} must be true or false, got {raw!r}")
+    return raw
