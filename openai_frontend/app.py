@@ -7,10 +7,11 @@ OpenAI's error object; a traceback never reaches a client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import httpx
 from fastapi import FastAPI, Request
@@ -20,9 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openai_frontend.backend.base import Backend
 from openai_frontend.errors import OpenAIError, from_exception
+from openai_frontend.files.store import FileStore, LocalFileStore
 from openai_frontend.media.urls import MediaFetcher
 from openai_frontend.metrics import Metrics, MetricsMiddleware
-from openai_frontend.routers import chat, health, models, responses
+from openai_frontend.routers import chat, files, health, models, responses
 from openai_frontend.service import Service
 from openai_frontend.settings import Settings
 from openai_frontend.sse import ClientGone
@@ -34,24 +36,40 @@ logger = logging.getLogger(__name__)
 CLIENT_CLOSED = 499
 
 
-def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient | None = None) -> FastAPI:
-    """The OpenAI-compatible app on ``backend``; ``http`` fetches media URLs (one is made if not given)."""
+def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient | None = None,
+               store: FileStore | None = None) -> FastAPI:
+    """The OpenAI-compatible app on ``backend``; ``http`` fetches media URLs (one is made if not given),
+    ``store`` keeps uploaded files (a :class:`LocalFileStore` in ``settings.files_dir`` if not given)."""
     http = http or httpx.AsyncClient(
         timeout=httpx.Timeout(settings.fetch_timeout_s), follow_redirects=False,
         headers={"User-Agent": "video-llm-triton"},
     )
     metrics = Metrics()
+    store = store or LocalFileStore(settings.files_dir, quota_bytes=settings.files_quota_bytes)
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.files_sweep_s)
+            try:
+                await asyncio.to_thread(store.sweep)  # off the event loop: requests go on meanwhile
+            except Exception:
+                logger.exception("files: sweep failed")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(sweep_forever(), name="files-sweeper")
         yield
+        sweeper.cancel()
+        with suppress(asyncio.CancelledError):
+            await sweeper
         await http.aclose()
         await backend.close()
 
     app = FastAPI(title="video-llm-triton OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.service = Service(settings, backend, MediaFetcher(settings, http), metrics)
+    app.state.service = Service(settings, backend, MediaFetcher(settings, http, store), metrics)
+    app.state.files = store
     app.state.started_at = int(time.time())
-    for module in (chat, responses, models, health):
+    for module in (chat, responses, files, models, health):
         app.include_router(module.router)
 
     def answer(request: Request, err: OpenAIError) -> JSONResponse:

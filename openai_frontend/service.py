@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,8 +129,13 @@ class Service:
         self._preprocessor: PreprocessorStep | None = None
 
     async def prepare(self, conversation: Conversation, *, video_defaults: dict[str, Any], sampling: dict[str, Any],
-                      stream: bool, request_id: str) -> LlmRequest:
-        """Fetches and decodes every video and image of ``conversation`` into one llm request."""
+                      stream: bool, request_id: str, scope: str = "",
+                      attachments: Mapping[str, Path] | None = None) -> LlmRequest:
+        """Fetches and decodes every video and image of ``conversation`` into one llm request.
+
+        ``scope`` is the tenant whose file ids the media may name; ``attachments`` are the file parts
+        of a multipart request (field name -> staged file), named as ``form://<field name>``.
+        """
         videos: list[VideoRef] = conversation.parts(VideoRef)
         images: list[ImageRef] = conversation.parts(ImageRef)
         s = self.settings
@@ -140,8 +146,8 @@ class Service:
             raise OpenAIError(400, f"the request has {len(images)} images; this server takes at most {s.max_images}",
                               param="messages", code="too_many_media")
         fetched = await _all([
-            *(self.fetcher.fetch(v.url, "video", v.where) for v in videos),
-            *(self.fetcher.fetch(i.url, "image", i.where) for i in images),
+            *(self.fetcher.fetch(v.url, "video", v.where, scope, attachments) for v in videos),
+            *(self.fetcher.fetch(i.url, "image", i.where, scope, attachments) for i in images),
         ])
         video_data, image_data = fetched[: len(videos)], fetched[len(videos):]
         options = [{**video_defaults, **v.window} for v in videos]

@@ -18,6 +18,8 @@ from typing import Any
 ENV_PREFIX = "VLT_"
 
 _MIB = 1024 * 1024
+# Settings where 0 means "off" rather than a mistake.
+_ZERO_OK = {"files_ttl_s"}
 
 
 def _setting(default: Any, doc: str) -> Any:
@@ -52,6 +54,14 @@ class Settings:
     triton_metrics_port: int = _setting(0, "loopback metrics port of the tritonserver the launcher starts; 0: a free one")
     triton_log_file: str = _setting("", "where the launcher writes tritonserver's log; empty: a temporary file")
     triton_timeout_s: float = _setting(600.0, "timeout of one media inference in tritonserver")
+    files_dir: str = _setting(".cache/files", "directory of the Files API's embedded store (blobs + SQLite metadata)")
+    max_upload_bytes: int = _setting(1024 * _MIB, "most bytes of one POST /v1/files upload (enforced while streaming)")
+    files_quota_bytes: int = _setting(20 * 1024 * _MIB, "most bytes the file store keeps; least recently used go first")
+    files_ttl_s: int = _setting(0, "seconds an uploaded file lives unless expires_after says otherwise; 0: forever")
+    files_scope_header: str = _setting(
+        "", "request header naming the tenant whose files a request sees (others get 404); empty: one shared scope"
+    )
+    files_sweep_s: float = _setting(60.0, "seconds between sweeps of expired files")
     log_level: str = _setting("info", "log level of the shim (debug, info, warning, error)")
 
     def __post_init__(self) -> None:
@@ -60,7 +70,7 @@ class Settings:
             if f.name.endswith("port"):
                 if not 0 <= value < 65536:
                     raise ValueError(f"setting {f.name} must be 0..65535, got {value}")
-            elif f.type in ("int", "float") and not value > 0:
+            elif f.type in ("int", "float") and not (value > 0 or (f.name in _ZERO_OK and value == 0)):
                 raise ValueError(f"setting {f.name} must be positive, got {value!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ValueError(f"setting log_level must be debug|info|warning|error, got {self.log_level!r}")

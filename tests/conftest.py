@@ -130,7 +130,8 @@ def shim(triton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
 
     media_dir = tmp_path_factory.mktemp("shim_media")
     settings = Settings(model_repository=str(MODEL_REPOSITORY), allow_loopback_urls=True,
-                        allowed_local_media_path=str(media_dir), port=free_port())
+                        allowed_local_media_path=str(media_dir), port=free_port(),
+                        files_dir=str(tmp_path_factory.mktemp("shim_files")))
     app = create_app(settings, TritonBackend(triton.grpc_url, timeout_s=120))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
                                            timeout_graceful_shutdown=5))

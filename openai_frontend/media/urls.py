@@ -1,6 +1,8 @@
 """Media URLs -> bytes: ``data:`` (strict base64, MIME checked, size-capped), http(s)
 (timeouts, byte cap, loopback only when allowed), ``file://`` (confined to one
-directory after resolving symlinks), and ``data:video/jpeg`` frame lists.
+directory after resolving symlinks), ``data:video/jpeg`` frame lists, and file ids of
+the Files API: a bare ``file-...`` or the URL form ``file-id://file-...``, and
+``form://<field>``, a file part of the same multipart request.
 
 A stricter SSRF policy (private ranges, DNS pinning) is later work; today's
 policy is a scheme allowlist, a byte cap, timeouts, and no loopback unless the
@@ -15,6 +17,7 @@ import binascii
 import ipaddress
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,12 +26,16 @@ from urllib.parse import unquote, urljoin, urlsplit
 import httpx
 
 from openai_frontend.errors import OpenAIError, bad_request
+from openai_frontend.files.store import FileStore
+from openai_frontend.files.upload import sniff
 from openai_frontend.settings import Settings
 
 Kind = Literal["video", "image"]
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
 _MAX_REDIRECTS = 5
+FILE_ID_SCHEME = "file-id://"
+FORM_SCHEME = "form://"
 # Frame lists: vLLM's "data:video/jpeg;base64,<frame>,<frame>,..." (each frame a base64 image).
 FRAME_LIST_MIME = "video/jpeg"
 
@@ -46,9 +53,15 @@ class MediaFetcher:
 
     settings: Settings
     http: httpx.AsyncClient
+    files: FileStore | None = None
 
-    async def fetch(self, url: str, kind: Kind, where: str) -> bytes | FrameList:
-        """Bytes of the video/image at ``url`` (a :class:`FrameList` for frame-list videos)."""
+    async def fetch(self, url: str, kind: Kind, where: str, scope: str = "",
+                    attachments: Mapping[str, Path] | None = None) -> bytes | FrameList:
+        """Bytes of the video/image at ``url`` (a :class:`FrameList` for frame-list videos).
+
+        ``scope`` is the tenant whose file ids are visible (see the Files API); ``attachments``
+        are the staged file parts of a multipart request, by field name.
+        """
         if not isinstance(url, str) or not url:
             raise bad_request(f"{where}: the URL must be a non-empty string", where)
         scheme = url.split(":", 1)[0].lower() if ":" in url else ""
@@ -58,8 +71,11 @@ class MediaFetcher:
             return await self._http(url, where)
         if scheme == "file":
             return await asyncio.to_thread(self._file, url, where)
-        if scheme == "file-id" or url.startswith("file-"):
-            raise files_api_needed(where)
+        if url.startswith(FORM_SCHEME):
+            return await asyncio.to_thread(self._attachment, url.removeprefix(FORM_SCHEME), kind, where,
+                                           attachments or {})
+        if url.startswith(FILE_ID_SCHEME) or url.startswith("file-"):
+            return await asyncio.to_thread(self._stored, url.removeprefix(FILE_ID_SCHEME), kind, where, scope)
         raise bad_request(
             f"{where}: unsupported URL scheme {scheme or url[:20]!r}; use data:, http(s):// or file://", where,
             code="invalid_url",
@@ -139,6 +155,38 @@ class MediaFetcher:
                 raise OpenAIError(403, f"{where}: media URLs may not point at this machine ({host})",
                                   param=where, code="url_not_allowed")
 
+    # --- file ids (the Files API) ----------------------------------------------------------------------
+
+    def _stored(self, file_id: str, kind: Kind, where: str, scope: str) -> bytes:
+        record = self.files.get(file_id, scope, touch=True) if self.files is not None else None
+        if record is None:
+            raise file_not_found(file_id, where)
+        if not record.mime.startswith(kind + "/"):
+            raise OpenAIError(415, f"{where}: {file_id} is {record.mime}, not a {kind}", param=where,
+                              code="unsupported_media")
+        if record.bytes > self.settings.max_media_bytes:
+            raise too_large(where, f"{file_id} is {record.bytes} bytes", self.settings.max_media_bytes)
+        try:
+            # The one read into memory: these bytes go to Triton as they are.
+            return self.files.blob_path(record).read_bytes()  # type: ignore[union-attr]
+        except FileNotFoundError:  # deleted or evicted between the lookup and the read
+            raise file_not_found(file_id, where) from None
+
+    def _attachment(self, name: str, kind: Kind, where: str, attachments: Mapping[str, Path]) -> bytes:
+        path = attachments.get(name)
+        if path is None:
+            raise bad_request(f"{where}: no file part named {name[:80]!r} in this multipart request", where,
+                              code="invalid_url")
+        size = path.stat().st_size
+        if size > self.settings.max_media_bytes:
+            raise too_large(where, f"the file part {name!r} is {size} bytes", self.settings.max_media_bytes)
+        data = path.read_bytes()
+        found = sniff(data[:64])
+        if found is None or found[0] != kind:
+            raise OpenAIError(415, f"{where}: the file part {name!r} is not a {kind}", param=where,
+                              code="unsupported_media")
+        return data
+
     # --- file:// ---------------------------------------------------------------------------------
 
     def _file(self, url: str, where: str) -> bytes:
@@ -166,10 +214,9 @@ class MediaFetcher:
         return path.read_bytes()
 
 
-def files_api_needed(where: str) -> OpenAIError:
-    return OpenAIError(400, f"{where}: file ids need the Files API, which this server does not offer yet; "
-                       "send the media as a data:, http(s):// or file:// URL", param=where,
-                       code="unsupported_parameter")
+def file_not_found(file_id: str, where: str | None = None) -> OpenAIError:
+    return OpenAIError(404, f"{where + ': ' if where else ''}no such file: {file_id[:80]!r}", param=where,
+                       code="file_not_found")
 
 
 def too_large(where: str, what: str, limit: int, unit: str = "bytes") -> OpenAIError:

@@ -1,4 +1,5 @@
-"""POST /v1/chat/completions."""
+"""POST /v1/chat/completions: a JSON body, or multipart/form-data with the JSON in a ``payload``
+field and media as file parts that content parts name as ``form://<field name>``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from openai_frontend.outputs.chat import ChunkStream, completion_body, now
-from openai_frontend.routers.common import check_model, service_of
+from openai_frontend.routers.common import check_model, read_body, scope_of, service_of
 from openai_frontend.schemas.chat import ChatCompletionRequest
-from openai_frontend.schemas.common import read_json, validate
+from openai_frontend.schemas.common import validate
 from openai_frontend.sse import EventStreamResponse, until_disconnected
 
 router = APIRouter()
@@ -21,16 +22,22 @@ router = APIRouter()
 async def chat_completions(request: Request) -> Response:
     service = service_of(request)
     started = time.perf_counter()
-    body = validate(ChatCompletionRequest, await read_json(request, service.settings.max_body_bytes))
-    check_model(body.model, service)
-    body.check_supported()
-    conversation = body.conversation()
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    data, form = await read_body(request)
+    try:
+        body = validate(ChatCompletionRequest, data)
+        check_model(body.model, service)
+        body.check_supported()
+        conversation = body.conversation()
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
 
-    # Media fetching, decoding and generation all stop if the client leaves meanwhile.
-    llm_request = await until_disconnected(request, service.prepare(
-        conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
-        stream=body.stream, request_id=request_id))
+        # Media fetching, decoding and generation all stop if the client leaves meanwhile.
+        llm_request = await until_disconnected(request, service.prepare(
+            conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
+            stream=body.stream, request_id=request_id, scope=scope_of(request),
+            attachments={name: part.staged.path for name, part in form.files.items()} if form else None))
+    finally:
+        if form is not None:
+            form.discard()  # their bytes are in llm_request now
     if not body.stream:
         completion = await until_disconnected(request, service.complete(llm_request))
         return JSONResponse(completion_body(request_id, now(), service.model_name, completion))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from openai_frontend.outputs.responses import ResponseBuilder
-from openai_frontend.routers.common import check_model, service_of
+from openai_frontend.routers.common import check_model, scope_of, service_of
 from openai_frontend.schemas.common import read_json, validate
 from openai_frontend.schemas.responses import ResponsesRequest
 from openai_frontend.sse import EventStreamResponse, until_disconnected
@@ -31,7 +31,7 @@ async def create_response(request: Request) -> Response:
     # Media fetching, decoding and generation all stop if the client leaves meanwhile.
     llm_request = await until_disconnected(request, service.prepare(
         conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
-        stream=body.stream, request_id=builder.response_id))
+        stream=body.stream, request_id=builder.response_id, scope=scope_of(request)))
     if not body.stream:
         completion = await until_disconnected(request, service.complete(llm_request))
         return JSONResponse(builder.completed(completion))

@@ -3,8 +3,8 @@
 ``input`` is a string or a list of messages whose content parts are
 ``input_text``, ``input_image`` (``image_url`` or ``file_id``), ``input_video``
 (``video_url`` or ``file_id``; ours, in the spirit of input_image) and
-``input_file`` (``file_id``); assistant turns carry ``output_text``. File ids
-need the Files API, which does not exist yet: they answer a clear 400.
+``input_file`` (``file_id``, read as a video); assistant turns carry ``output_text``.
+A ``file_id`` names a file uploaded through the Files API.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from openai_frontend.errors import OpenAIError
 from openai_frontend.media.options import part_window
-from openai_frontend.media.urls import files_api_needed
 from openai_frontend.schemas.common import SamplingFields, Strict, refuse_if, validate
 from openai_frontend.service import Conversation, ImageRef, Part, Turn, VideoRef
 
@@ -149,23 +148,36 @@ def _part(raw: Any, where: str) -> Part:
     if isinstance(part, (InputText, OutputText)):
         return part.text
     if isinstance(part, InputFile):
-        raise files_api_needed(f"{where}.file_id")
+        if part.file_id is None:
+            raise OpenAIError(400, f"{where}: give file_id (file_data and file_url are not supported; "
+                              "use input_video or input_image for URLs)", param=f"{where}.file_id",
+                              code="missing_required_parameter")
+        return VideoRef(url=_file_id(part.file_id, where), where=f"{where}.file_id")
     if isinstance(part, InputImage):
         if part.file_id is not None:
-            raise files_api_needed(f"{where}.file_id")
+            return ImageRef(url=_file_id(part.file_id, where), where=f"{where}.file_id")
         if not part.image_url:
-            raise OpenAIError(400, f"{where}: give image_url (file_id needs the Files API)",
+            raise OpenAIError(400, f"{where}: give image_url or file_id",
                               param=f"{where}.image_url", code="missing_required_parameter")
         return ImageRef(url=part.image_url, where=f"{where}.image_url")
     if isinstance(part, InputVideo):
-        if part.file_id is not None:
-            raise files_api_needed(f"{where}.file_id")
         inner = part.video_url
+        if part.file_id is not None:
+            window = part_window(part.start, part.end, where)
+            return VideoRef(url=_file_id(part.file_id, where), where=f"{where}.file_id", window=window)
         if not inner:
-            raise OpenAIError(400, f"{where}: give video_url (file_id needs the Files API)",
+            raise OpenAIError(400, f"{where}: give video_url or file_id",
                               param=f"{where}.video_url", code="missing_required_parameter")
         url = inner if isinstance(inner, str) else inner.url
         start = part.start if part.start is not None else (None if isinstance(inner, str) else inner.start)
         end = part.end if part.end is not None else (None if isinstance(inner, str) else inner.end)
         return VideoRef(url=url, where=f"{where}.video_url", window=part_window(start, end, where))
     raise OpenAIError(400, f"{where}.type: unsupported content part", param=f"{where}.type")
+
+
+def _file_id(value: str, where: str) -> str:
+    """A file_id must be a bare id: it must not smuggle in a URL the fetcher would follow."""
+    if not value.startswith("file-"):
+        raise OpenAIError(404, f"{where}.file_id: no such file: {value[:80]!r}", param=f"{where}.file_id",
+                          code="file_not_found")
+    return value

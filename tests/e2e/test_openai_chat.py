@@ -323,3 +323,43 @@ def test_models_health_and_metrics_reflect_the_running_server(shim, clip) -> Non
         1, 8, VIDEO_TOKENS)
     assert grew('vlt_requests_total{endpoint="/v1/chat/completions",status="200"}') == 1
     assert grew('vlt_request_duration_seconds_count{endpoint="/v1/chat/completions"}') == 1
+
+
+# --- the Files API: upload with the SDK, then use the id as media -------------------------------------
+
+
+def test_sdk_files_round_trip_and_chat_and_responses_answer_when_given_a_file_id(shim, clip) -> None:
+    client = shim.client()
+    created = client.files.create(file=("clip.mp4", clip, "video/mp4"), purpose="vision")
+    assert created.id.startswith("file-") and created.bytes == len(clip) and created.filename == "clip.mp4"
+    assert client.files.retrieve(created.id).id == created.id
+    assert created.id in [f.id for f in client.files.list(purpose="vision")]
+    assert client.files.content(created.id).read() == clip
+
+    chat = client.chat.completions.create(
+        model="tiny-qwen2-vl", messages=ask(video_part(created.id)), max_tokens=4, temperature=0,
+        extra_body=SMALL)
+    assert chat.usage.prompt_tokens > VIDEO_TOKENS
+    same = client.chat.completions.create(
+        model="tiny-qwen2-vl", messages=ask(video_part(f"file-id://{created.id}")), max_tokens=4, temperature=0,
+        extra_body=SMALL)
+    assert same.choices[0].message.content == chat.choices[0].message.content
+
+    response = client.responses.create(model="tiny-qwen2-vl", max_output_tokens=4, temperature=0, extra_body=SMALL,
+                                       input=[{"role": "user", "content": [
+                                           {"type": "input_video", "file_id": created.id},
+                                           {"type": "input_text", "text": QUESTION}]}])
+    assert response.usage.input_tokens > VIDEO_TOKENS
+
+    assert client.files.delete(created.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="tiny-qwen2-vl", messages=ask(video_part(created.id)), max_tokens=4)
+
+
+def test_multipart_chat_answers_like_json_when_the_video_is_a_file_part(shim, clip) -> None:
+    payload = {"model": "tiny-qwen2-vl", "messages": ask(video_part("form://clip")), "max_tokens": 4,
+               "temperature": 0, **SMALL}
+    r = httpx.post(f"{shim.base_url}/v1/chat/completions", data={"payload": json.dumps(payload)},
+                   files={"clip": ("clip.mp4", clip, "video/mp4")}, timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] > VIDEO_TOKENS

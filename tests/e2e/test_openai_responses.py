@@ -60,9 +60,9 @@ def test_sdk_responses_streams_the_event_sequence_when_stream_is_true(shim, clip
     assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
-def test_sdk_responses_raises_bad_request_naming_the_files_api_when_given_a_file_id(shim) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
+def test_sdk_responses_raises_not_found_when_given_an_unknown_file_id(shim) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
         shim.client().responses.create(model="tiny-qwen2-vl", input=[
             {"role": "user", "content": [{"type": "input_file", "file_id": "file-123"},
                                          {"type": "input_text", "text": "What is in it?"}]}])
-    assert "file ids need the Files API" in info.value.body["message"]
+    assert "no such file" in info.value.body["message"]

@@ -27,8 +27,9 @@ def media_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(media_dir: Path) -> Settings:
-    return Settings(served_model_name=MODEL, allowed_local_media_path=str(media_dir))
+def settings(media_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(served_model_name=MODEL, allowed_local_media_path=str(media_dir),
+                    files_dir=str(tmp_path / "files"))
 
 
 @pytest.fixture
@@ -80,3 +81,29 @@ def sse_named(text: str) -> list[tuple[str, dict]]:
         assert lines[0].startswith("event: ") and lines[1].startswith("data: ") and len(lines) == 2, event
         out.append((lines[0][len("event: "):], json.loads(lines[1][len("data: "):])))
     return out
+
+
+@pytest.fixture
+def files_server(settings: Settings) -> Iterator[str]:
+    """The app on a fake backend served by uvicorn on a free loopback port (real sockets, real streaming)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from video_pipeline.launch import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, FakeBackend()), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, name="files-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

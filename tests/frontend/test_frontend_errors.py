@@ -95,7 +95,8 @@ def test_chat_answers_400_too_many_media_when_images_across_messages_exceed_the_
     ("data:image/png;base64,AAAA", 415, "video/*"),
     ("data:video/mp4,rawbytes", 400, "data:<mime>;base64"),
     ("ftp://example.com/a.mp4", 400, "scheme"),
-    ("file-abc123", 400, "Files API"),
+    ("file-abc123", 404, "no such file"),
+    ("file-id://file-abc123", 404, "no such file"),
 ])
 def test_chat_answers_4xx_naming_the_problem_when_a_video_url_is_bad(client, url, status, needle) -> None:
     r = chat(client, video(url))

@@ -97,11 +97,11 @@ def test_responses_ends_with_response_incomplete_when_streaming_hits_the_token_l
     {"type": "input_image", "file_id": "file-abc"},
     {"type": "input_video", "file_id": "file-abc"},
 ])
-def test_responses_answers_400_files_api_when_a_part_names_a_file_id(client, backend, part) -> None:
+def test_responses_answers_404_when_a_part_names_an_unknown_file_id(client, backend, part) -> None:
     r = respond(client, input=[{"role": "user", "content": [part]}])
-    assert r.status_code == 400
+    assert r.status_code == 404
     err = r.json()["error"]
-    assert "file ids need the Files API" in err["message"]
+    assert "no such file" in err["message"] and err["code"] == "file_not_found"
     assert err["param"] == "input[0].content[0].file_id"
     assert backend.requests == []
 
