@@ -27,6 +27,7 @@ MESSAGES = "messages"  # BYTES [1]: JSON chat messages; the model's own chat tem
 IMAGE = "image"  # BYTES [M]: encoded images (PNG/JPEG/WebP...), in the order image parts appear
 SAMPLING_PARAMETERS = "sampling_parameters"  # BYTES [1]: JSON (max_tokens, temperature, top_p, seed, ...)
 STREAM = "stream"  # BOOL [1]: stream deltas (true) or one response per choice at the end
+ABORT_REQUEST_ID = "abort_request_id"  # BYTES [1]: stop the running request with this id, nothing else
 TEXT_OUTPUT = "text_output"  # BYTES [1]: text delta (stream) or the whole text
 FINISH_REASON = "finish_reason"  # BYTES [1]: "" until the choice ends, then stop|length|abort
 CHOICE_INDEX = "choice_index"  # UINT32 [1]: which of the n choices this response belongs to
@@ -110,6 +111,7 @@ LLM = ModelContract(
         Tensor(VIDEO_FRAMES, "TYPE_UINT8", _FRAMES_DIMS, optional=True),
         Tensor(VIDEO_INFO, "TYPE_STRING", (-1,), optional=True),
         *_LLM_INPUTS[2:],
+        Tensor(ABORT_REQUEST_ID, "TYPE_STRING", (1,), optional=True),
     ),
     outputs=_LLM_OUTPUTS,
     decoupled=True,

@@ -139,6 +139,10 @@ class LlmHandler:
         return cls(BackgroundEngine.vllm(args))
 
     def submit(self, inputs: Inputs, request_id: str, sink: Sink) -> None:
+        abort_ids = as_bytes_list(inputs.get(C.ABORT_REQUEST_ID), C.ABORT_REQUEST_ID)
+        if abort_ids:
+            self._abort(abort_ids[0].decode("utf-8", "replace"), sink)
+            return
         request = build_request(inputs, request_id)
         texts: dict[int, list[str]] = {}
 
@@ -159,6 +163,22 @@ class LlmHandler:
                 sink.finish()
 
         self.engine.submit(request, on_delta, on_done, is_cancelled=sink.is_cancelled)
+
+    def _abort(self, target: str, sink: Sink) -> None:
+        """An abort request: stops the running request ``target``; answers finish_reason "abort"
+        when one was running, "" when none was (already finished, or never seen)."""
+        if not target:
+            raise InvalidInput(f"{C.ABORT_REQUEST_ID} is empty")
+        stopped = self.engine.cancel_by_id(target)
+        logger.info("abort request for %s: %d running request(s) stopped", target, stopped)
+        reason = b"abort" if stopped else b""
+        zero = np.array([0], dtype=np.uint32)
+        sink.send({
+            C.TEXT_OUTPUT: np.array([b""], dtype=np.object_),
+            C.FINISH_REASON: np.array([reason], dtype=np.object_),
+            C.CHOICE_INDEX: zero, C.NUM_INPUT_TOKENS: zero, C.NUM_OUTPUT_TOKENS: zero, C.NUM_VIDEO_TOKENS: zero,
+        })
+        sink.finish()
 
     def healthy(self) -> bool:
         try:

@@ -137,6 +137,7 @@ class TritonBackend:
         self.timeout_s = timeout_s
         self._client: InferenceServerClient | None = None
         self._media_params: dict[str, str] | None = None
+        self._aborts: set[asyncio.Task[None]] = set()  # abort requests in flight (kept referenced)
 
     @property
     def client(self) -> InferenceServerClient:
@@ -213,7 +214,36 @@ class TritonBackend:
                 # (A task cancelled while awaiting a response has had grpc.aio cancel the call already.)
                 logger.info("request %s ended early; cancelling it in tritonserver", request.request_id)
                 call.cancel()
+                # tritonserver 2.51 drops some stream cancels; an explicit abort request by id
+                # stops the generation either way (a no-op when the cancel already did).
+                task = asyncio.get_running_loop().create_task(self.abort(request.request_id))
+                self._aborts.add(task)
+                task.add_done_callback(self._aborts.discard)
             sent_all.set()
+
+    async def abort(self, request_id: str, timeout_s: float = 10.0) -> None:
+        """Asks the llm model to stop the running request ``request_id`` (see its abort_request_id)."""
+        if not request_id:
+            return
+        inputs = [tensor(C.LLM, C.ABORT_REQUEST_ID, _bytes_array([request_id.encode()]))]
+        answered = asyncio.Event()
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": C.LLM.name, "inputs": inputs, "request_id": f"{request_id}-abort"}
+            await answered.wait()
+
+        call = self.client.stream_infer(requests())
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for _result, error in call:
+                    if error is not None:
+                        logger.warning("abort of %s failed: %s", request_id, error.message())
+                    break
+        except Exception as exc:  # noqa: BLE001 - best effort: the client is gone already
+            logger.warning("abort of %s failed: %s", request_id, exc)
+        finally:
+            answered.set()
+            call.cancel()
 
     async def close(self) -> None:
         if self._client is not None:

@@ -42,13 +42,14 @@ def _inputs(**named: object) -> list[grpcclient.InferInput]:
     return [_tensor(name, value) for name, value in named.items() if value is not None]
 
 
-def stream(url: str, model: str, inputs: list, timeout: float = 180, cancel_after: int | None = None) -> list[dict]:
+def stream(url: str, model: str, inputs: list, timeout: float = 180, cancel_after: int | None = None,
+           request_id: str | None = None) -> list[dict]:
     """Runs one streamed request; returns its responses as dicts, or raises the in-band error."""
     results: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(url)
     client.start_stream(callback=lambda result, error: results.put((result, error)))
     try:
-        client.async_stream_infer(model, inputs, request_id=f"t{time.monotonic_ns()}",
+        client.async_stream_infer(model, inputs, request_id=request_id or f"t{time.monotonic_ns()}",
                                   enable_empty_final_response=True)
         out: list[dict] = []
         while True:
@@ -235,3 +236,27 @@ def test_video_llm_returns_the_whole_text_when_called_over_http_generate_without
     out = r.json()
     assert out[C.FINISH_REASON] == "length" and out[C.NUM_OUTPUT_TOKENS] == 12
     assert len(out[C.TEXT_OUTPUT]) > 0
+
+
+@pytest.mark.parametrize("model", ["llm", "video_llm"])
+def test_abort_request_stops_a_running_generation_when_sent_with_its_id(triton, model) -> None:
+    """The explicit abort reaches a request even inside the video_llm ensemble, where a
+    client's stream cancel never does (tritonserver 2.51)."""
+    rid = f"abortme-{model}-{time.monotonic_ns()}"
+    long = {"max_tokens": 3000, "temperature": 0, "ignore_eos": True}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(stream, triton.grpc_url, model, _inputs(
+            messages=json.dumps([{"role": "user", "content": "Talk for a long time."}]),
+            sampling_parameters=json.dumps(long), stream=True), 120, None, rid)
+        deadline = time.monotonic() + 60
+        answer: list[dict] = []
+        while time.monotonic() < deadline:
+            answer = stream(triton.grpc_url, "llm", _inputs(abort_request_id=rid))
+            if answer and answer[-1]["finish_reason"] == "abort":
+                break
+            time.sleep(0.2)  # not running yet
+        assert answer and answer[-1]["finish_reason"] == "abort", "the abort never found the request"
+        out = running.result(timeout=60)
+    produced = out[-1]["completion_tokens"] if out else 0
+    assert produced < 3000, "generation ran to the end despite the abort"
+    assert stream(triton.grpc_url, "llm", _inputs(abort_request_id="no-such-request"))[-1]["finish_reason"] == ""

@@ -77,6 +77,9 @@ class BackgroundEngine:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name=name, daemon=True)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Running requests by id, so another caller can stop one (see cancel_by_id).
+        self._by_id: dict[str, set[RequestHandle]] = {}
+        self._by_id_lock = threading.Lock()
         self._closing = False
         self._thread.start()
         try:
@@ -122,6 +125,8 @@ class BackgroundEngine:
         if self._closing:
             raise EngineUnavailable("engine is shutting down")
         handle = RequestHandle(request.request_id, self._loop)
+        with self._by_id_lock:
+            self._by_id.setdefault(request.request_id, set()).add(handle)
         asyncio.run_coroutine_threadsafe(
             self._serve(request, on_delta, on_done, is_cancelled, handle), self._loop
         )
@@ -152,6 +157,18 @@ class BackgroundEngine:
             if not handle.done():
                 handle.cancel()
                 handle.wait(timeout=30)
+
+    def cancel_by_id(self, request_id: str) -> int:
+        """Cancels every running request submitted with ``request_id``; returns how many.
+
+        For clients that cannot cancel their own stream (a step inside a Triton ensemble
+        never sees the client's cancel; tritonserver 2.51 also drops some stream cancels).
+        """
+        with self._by_id_lock:
+            handles = list(self._by_id.get(request_id, ()))
+        for handle in handles:
+            handle.cancel()
+        return len(handles)
 
     def abort(self, request_id: str, timeout: float | None = 30) -> None:
         """Abort a request by id (e.g. one submitted by another caller)."""
@@ -231,6 +248,12 @@ class BackgroundEngine:
             if watcher is not None:
                 watcher.cancel()
             self._tasks.discard(task)
+            with self._by_id_lock:
+                same = self._by_id.get(request.request_id)
+                if same is not None:
+                    same.discard(handle)
+                    if not same:
+                        del self._by_id[request.request_id]
             try:
                 on_done(error)
             except Exception:
