@@ -13,7 +13,7 @@ from pydantic import Field
 
 from openai_frontend.errors import OpenAIError
 from openai_frontend.media.options import part_window
-from openai_frontend.schemas.common import SamplingFields, Strict, refuse_if, validate
+from openai_frontend.schemas.common import SamplingFields, Strict, refuse_if, validate_part
 from openai_frontend.service import Conversation, ImageRef, Part, Turn, VideoRef
 
 PART_TYPES = ("text", "image_url", "video_url")
@@ -102,14 +102,7 @@ class ChatCompletionRequest(SamplingFields):
 
 
 def _part(raw: Any, where: str) -> Part:
-    if not isinstance(raw, dict):
-        raise OpenAIError(400, f"{where}: a content part must be an object", param=where, code="invalid_value")
-    kind = raw.get("type")
-    model = _PART_MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        raise OpenAIError(400, f"{where}.type: unknown content part type {kind!r}; supported: {', '.join(PART_TYPES)}",
-                          param=f"{where}.type", code="invalid_value")
-    part = validate(model, raw, where)
+    part = validate_part(raw, where, _PART_MODELS, PART_TYPES)
     if isinstance(part, TextPart):
         return part.text
     if isinstance(part, ImagePart):

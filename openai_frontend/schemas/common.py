@@ -96,3 +96,15 @@ def validate(model: type[M], data: Any, prefix: str = "") -> M:
 def refuse_if(condition: bool, param: str, why: str = "is not supported") -> None:
     if condition:
         raise unsupported(param, why)
+
+
+def validate_part(raw: Any, where: str, models: dict[str, type[BaseModel]], supported: tuple[str, ...]) -> BaseModel:
+    """One content part: an object whose ``type`` names one of ``models``; unknown types are a 400."""
+    if not isinstance(raw, dict):
+        raise OpenAIError(400, f"{where}: a content part must be an object", param=where, code="invalid_value")
+    kind = raw.get("type")
+    model = models.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise OpenAIError(400, f"{where}.type: unknown content part type {kind!r}; supported: {', '.join(supported)}",
+                          param=f"{where}.type", code="invalid_value")
+    return validate(model, raw, where)
