@@ -267,10 +267,9 @@ def test_sdk_chat_returns_n_choices_when_n_is_two_and_sampling(shim) -> None:
 
 
 def test_client_disconnect_mid_stream_aborts_generation_in_the_engine(shim, caplog) -> None:
-    """The shim cancels the gRPC call every time (asserted from its log). tritonserver 2.51 misses
-    a few stream cancellations (measured ~1 in 6, the same with tritonclient's
-    stop_stream(cancel_requests=True)): then the engine finishes the request unseen. So the engine's
-    abort is awaited over a few attempts, each a separate request."""
+    """The shim cancels the gRPC call and sends an explicit abort every time (asserted from its
+    log). tritonserver 2.51 misses a few stream cancellations (~1 in 6); the explicit abort covers
+    those. The engine's abort (by either route) is awaited over a few attempts."""
     caplog.set_level(logging.INFO, logger="openai_frontend")
     aborted = False
     for _attempt in range(5):
@@ -284,13 +283,16 @@ def test_client_disconnect_mid_stream_aborts_generation_in_the_engine(shim, capl
             if got >= 3:
                 break
         stream_.close()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # generous: CI machines are small and may be loaded
         while f"request {request_id} ended early; cancelling it in tritonserver" not in caplog.text:
             assert time.monotonic() < deadline, f"the shim did not cancel {request_id}:\n{caplog.text[-3000:]}"
             time.sleep(0.05)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15
         while not aborted and time.monotonic() < deadline:
-            aborted = f"request {request_id} cancelled by the client: aborted in the engine" in shim.triton.log_tail(400)
+            log = shim.triton.log_tail(2000)
+            # Either the stream cancel reached the engine, or the shim's explicit abort did.
+            aborted = (f"request {request_id} cancelled by the client: aborted in the engine" in log
+                       or f"abort request for {request_id}: 1 running request(s) stopped" in log)
             time.sleep(0.1)
         if aborted:
             break
