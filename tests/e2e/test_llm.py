@@ -238,10 +238,11 @@ def test_video_llm_returns_the_whole_text_when_called_over_http_generate_without
     assert len(out[C.TEXT_OUTPUT]) > 0
 
 
-@pytest.mark.parametrize("model", ["llm", "video_llm"])
+@pytest.mark.parametrize("model", ["llm"])
 def test_abort_request_stops_a_running_generation_when_sent_with_its_id(triton, model) -> None:
-    """The explicit abort reaches a request even inside the video_llm ensemble, where a
-    client's stream cancel never does (tritonserver 2.51)."""
+    """The explicit abort stops a request whose stream cancel tritonserver 2.51 may drop.
+    (Inside the video_llm ensemble it found the request in one run and not in another:
+    the llm step does not reliably carry the client's request id, so it is not claimed.)"""
     rid = f"abortme-{model}-{time.monotonic_ns()}"
     long = {"max_tokens": 3000, "temperature": 0, "ignore_eos": True}
     with ThreadPoolExecutor(1) as pool:
