@@ -511,7 +511,9 @@ def aggregate(
                         out_hw=ok[0].out_hw,
                     )
                 bad = sorted({r.status for r in rs if r.status != "ok"})
-                row["status"] = "; ".join(bad) if bad else "ok"
+                row["status"] = "; ".join(bad)[:120] if bad else "ok"
+                if bad and ok:
+                    row["status"] = f"{len(rs) - len(ok)} of {len(rs)} runs failed: {row['status']}"
                 group.append(row)
             timed = [r for r in group if r["loader"] in PEERS and "ms_med" in r]
             fastest = min((r["ms_med"] for r in timed), default=None)
