@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from perf.results import replace_section  # noqa: E402
 from tests.videos import ClipSpec, make_video  # noqa: E402
+from video_pipeline.contract import config_parameters  # noqa: E402
 from video_pipeline.launch import TritonServer  # noqa: E402
 from video_pipeline.steps import DecoderStep, PreprocessorStep  # noqa: E402
 
@@ -93,12 +94,7 @@ def input_files(folder: Path, clip: bytes) -> dict[str, Path]:
 
 
 def _params(model: str) -> dict[str, str]:
-    import re
-
-    text = (ROOT / "model_repository" / model / "config.pbtxt").read_text()
-    return dict(
-        re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text)
-    )
+    return config_parameters((ROOT / "model_repository" / model / "config.pbtxt").read_text())
 
 
 def recipe(model: str, data: Path, url: str, csv_path: Path, quick: bool) -> list[str]:

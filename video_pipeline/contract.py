@@ -7,6 +7,7 @@ constants below, never through string literals.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # --- tensor names -----------------------------------------------------------
@@ -137,3 +138,11 @@ VIDEO_LLM = ModelContract(
 MODELS: dict[str, ModelContract] = {
     m.name: m for m in (VIDEO_DECODER, VIDEO_PREPROCESSOR, LLM, VIDEO_MEDIA, VIDEO_LLM)
 }
+
+
+_PARAMETER = re.compile(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
+
+
+def config_parameters(config_text: str) -> dict[str, str]:
+    """The ``parameters`` of a config.pbtxt in this repository's one-line style, as strings."""
+    return dict(_PARAMETER.findall(config_text))

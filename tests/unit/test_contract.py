@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from video_pipeline.contract import MODELS, Tensor
+from video_pipeline.contract import MODELS, Tensor, config_parameters
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -87,7 +87,7 @@ def test_ensemble_wiring_is_consistent_when_steps_are_checked(name: str) -> None
 
 def _params(name: str) -> dict[str, str]:
     text = (REPO / name / "config.pbtxt").read_text()
-    return dict(re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text))
+    return config_parameters(text)
 
 
 def test_media_models_share_the_model_geometry_when_configured() -> None:
