@@ -1,9 +1,10 @@
 """POST /v1/files bodies: multipart/form-data parsed as it streams, the file part written to disk.
 
 Memory stays flat whatever the upload's size: chunks go through python-multipart's
-push parser into a :class:`~openai_frontend.files.store.Stager` in 1 MiB writes
-(off the event loop), the size cap is enforced while streaming, and a failed or
-refused upload leaves nothing behind. Then the content must be what it claims:
+push parser into a :class:`~openai_frontend.files.store.Stager` in 1 MiB writes made
+by one writer thread per upload (hash + write on one core while the event loop parses
+on the other; at most 8 MiB in flight), the size cap is enforced while streaming, and
+a failed or refused upload leaves nothing behind. Then the content must be what it claims:
 magic bytes first, then a PyAV container probe.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from openai_frontend.files.store import Staged, Stager
 logger = logging.getLogger(__name__)
 
 _FLUSH = 1024 * 1024
+_IN_FLIGHT = 8 * _FLUSH  # bytes handed to the writer thread and not yet written
 _MAX_FIELD = 64 * 1024  # the non-file fields are short strings
 _FILE_FIELD = "file"
 
@@ -73,20 +77,58 @@ async def receive(stream: AsyncIterator[bytes], content_type: str, staging: Path
         mp.finalize()
         form.check()
         await form.flush()
+        await form.writer.drain()
         if form.open_part:
             raise bad_request("the multipart body ended in the middle of a part", code="invalid_multipart")
         for name, stager in form.stagers.items():
             staged = await asyncio.to_thread(stager.finish)
             form.upload.files[name] = Part(staged, stager.head, *form.claims[name])
         return form.upload
-    except OpenAIError:
-        form.abort()
-        raise
-    except Exception as exc:  # the parser's own errors, a client gone mid-body, a full disk
-        form.abort()
-        if isinstance(exc, OSError):
+    except BaseException as exc:  # ours, the parser's errors, a client gone mid-body, a full disk, a cancel
+        await form.abort()
+        if isinstance(exc, (OpenAIError, OSError)) or not isinstance(exc, Exception):
             raise
         raise bad_request(f"the multipart body is malformed: {exc}", code="invalid_multipart") from None
+    finally:
+        form.writer.close()
+
+
+class _Writer:
+    """One thread per upload writing staged chunks in order, so hashing and writing overlap the parsing."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="upload-writer")
+        self._inflight: deque[tuple[asyncio.Future, int]] = deque()
+        self._bytes = 0
+
+    async def submit(self, stager: Stager, data: bytearray) -> None:
+        self._inflight.append((asyncio.wrap_future(self._pool.submit(stager.write, data)), len(data)))
+        self._bytes += len(data)
+        while self._bytes > _IN_FLIGHT:
+            await self._wait_oldest()
+
+    async def drain(self) -> None:
+        while self._inflight:
+            await self._wait_oldest()
+
+    async def _wait_oldest(self) -> None:
+        future, size = self._inflight[0]
+        try:
+            await asyncio.shield(future)
+        finally:
+            if future.done():
+                self._inflight.popleft()
+                self._bytes -= size
+
+    async def settle(self) -> None:
+        """Wait for every write already handed over, whatever its outcome (before the files go)."""
+        futures = [f for f, _ in self._inflight]
+        self._inflight.clear()
+        self._bytes = 0
+        await asyncio.gather(*futures, return_exceptions=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
 
 
 class _Form:
@@ -105,6 +147,7 @@ class _Form:
         # File bytes waiting for the next off-loop write, per stager (one chunk may end one part and start the next).
         self.pending: list[tuple[Stager, bytearray]] = []
         self.pending_bytes = 0
+        self.writer = _Writer()
         self.open_part = False
         self._error: OpenAIError | None = None
         self._headers: dict[str, str] = {}
@@ -124,10 +167,11 @@ class _Form:
 
     async def flush(self) -> None:
         pending, self.pending, self.pending_bytes = self.pending, [], 0
-        for stager, data in pending:
-            await asyncio.to_thread(stager.write, bytes(data))
+        for stager, data in pending:  # each bytearray is handed over whole and never touched again here
+            await self.writer.submit(stager, data)
 
-    def abort(self) -> None:
+    async def abort(self) -> None:
+        await asyncio.shield(self.writer.settle())
         for stager in self.stagers.values():
             stager.abort()
 
@@ -178,7 +222,8 @@ class _Form:
                 return
             if not self.pending or self.pending[-1][0] is not self.stager:
                 self.pending.append((self.stager, bytearray()))
-            self.pending[-1][1].extend(data[start:end])
+            buffer = self.pending[-1][1]
+            buffer += memoryview(data)[start:end]  # in place, no intermediate bytes
             self.pending_bytes += end - start
         else:
             self._value += data[start:end]

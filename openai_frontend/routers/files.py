@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from openai_frontend.errors import OpenAIError, bad_request
 from openai_frontend.files.store import FileStore, QuotaExceeded
@@ -62,6 +65,7 @@ async def create_file(request: Request) -> Response:
         raise OpenAIError(413, f"file: {exc}", param="file", code="file_too_large") from None
     finally:
         upload.discard()  # a no-op once the store has taken the file
+    service_of(request).metrics.upload_bytes.inc(record.bytes)
     return JSONResponse(record.openai())
 
 
@@ -106,8 +110,22 @@ async def file_content(request: Request, file_id: str) -> Response:
     record = await asyncio.to_thread(store.get, file_id, scope_of(request), touch=True)
     if record is None:
         raise file_not_found(file_id)
-    # FileResponse streams from disk in chunks and answers Range requests (206, multipart ranges, 416).
-    return FileResponse(store.blob_path(record), media_type=record.mime, filename=record.filename)
+    response = await stored_file_response(store.blob_path(record), record.mime, record.filename)
+    if response is None:  # evicted or deleted since the lookup
+        raise file_not_found(file_id)
+    return response
+
+
+async def stored_file_response(path: Path, media_type: str, filename: str) -> FileResponse | None:
+    """A streamed response of a stored blob with HTTP Range support (206, multipart ranges, 416), or None
+    when it is gone. The blob is opened before answering, so a delete or an eviction while it streams
+    cannot cut the response short: the open descriptor keeps the bytes (read back through /proc/self/fd)."""
+    try:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    return FileResponse(f"/proc/self/fd/{fd}", stat_result=os.fstat(fd), media_type=media_type, filename=filename,
+                        background=BackgroundTask(os.close, fd))
 
 
 @router.delete("/v1/files/{file_id}")

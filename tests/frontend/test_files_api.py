@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -57,6 +58,39 @@ def test_files_content_returns_the_bytes_and_honours_range_when_asked(client, cl
     r = client.get(f"/v1/files/{file_id}/content", headers={"Range": "bytes=10-29"})
     assert r.status_code == 206 and r.content == clip[10:30]
     assert r.headers["content-range"] == f"bytes 10-29/{len(clip)}"
+
+
+def test_files_content_streams_whole_when_the_blob_is_deleted_after_the_lookup(tmp_path, clip) -> None:
+    from fastapi import FastAPI
+
+    from openai_frontend.routers.files import stored_file_response
+
+    blob = tmp_path / "blob"
+    blob.write_bytes(clip)
+    app = FastAPI()
+
+    @app.get("/blob")
+    async def read_blob():
+        response = await stored_file_response(blob, "video/mp4", "clip.mp4")
+        blob.unlink()  # as an eviction or a DELETE between the lookup and the first byte would
+        return response
+
+    with TestClient(app) as c:
+        whole = c.get("/blob")
+        assert whole.status_code == 200 and whole.content == clip
+        blob.write_bytes(clip)
+        ranged = c.get("/blob", headers={"Range": "bytes=5-9"})
+        assert ranged.status_code == 206 and ranged.content == clip[5:10]
+    assert asyncio.run(stored_file_response(blob, "video/mp4", "clip.mp4")) is None  # gone: the route answers 404
+
+
+def test_files_content_is_404_when_the_blob_vanished_before_the_lookup(client, clip, settings) -> None:
+    file_id = upload(client, clip).json()["id"]
+    for blob in Path(settings.files_dir).rglob("*"):
+        if blob.is_file() and blob.read_bytes() == clip:
+            blob.unlink()
+    r = client.get(f"/v1/files/{file_id}/content")
+    assert r.status_code == 404 and file_id in r.json()["error"]["message"]
 
 
 def test_files_list_pages_with_after_limit_order_and_purpose_filter(client, clip) -> None:
