@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 TINY := .tiny/qwen2_vl
 
 
-.PHONY: setup tiny-model test unit e2e lint serve bench-decode perf-triton clean
+.PHONY: setup tiny-model test unit e2e fuzz lint serve bench-decode perf-triton clean
 
 setup:
 	bash scripts/setup.sh
@@ -24,6 +24,13 @@ unit: setup
 
 e2e: setup
 	$(PY) -m pytest -ra tests/e2e $(PYTEST_ARGS)
+
+## Longer fuzzing of the shim's request parsing than the suite's bounded run: random, FUZZ_EXAMPLES per
+## property (the suite runs 250, seeded). Any 5xx fails with the body that caused it.
+FUZZ_EXAMPLES ?= 20000
+fuzz: setup
+	VLT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) VLT_FUZZ_RANDOM=1 $(PY) -m pytest -ra -p no:cacheprovider --timeout=0 \
+	  tests/frontend/test_fuzz_requests.py $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check video_pipeline openai_frontend model_repository tests perf scripts

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from openai_frontend.backend.base import Backend
 from openai_frontend.errors import OpenAIError, from_exception
 from openai_frontend.files.store import FileStore, LocalFileStore
+from openai_frontend.media.fetch import media_client
 from openai_frontend.media.urls import MediaFetcher
 from openai_frontend.metrics import Metrics, MetricsMiddleware
 from openai_frontend.routers import chat, files, health, models, responses
@@ -40,10 +41,7 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
                store: FileStore | None = None) -> FastAPI:
     """The OpenAI-compatible app on ``backend``; ``http`` fetches media URLs (one is made if not given),
     ``store`` keeps uploaded files (a :class:`LocalFileStore` in ``settings.files_dir`` if not given)."""
-    http = http or httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.fetch_timeout_s), follow_redirects=False,
-        headers={"User-Agent": "video-llm-triton"},
-    )
+    http = http or media_client(settings)  # every connection checked by the settings' address policy
     metrics = Metrics()
     store = store or LocalFileStore(settings.files_dir, quota_bytes=settings.files_quota_bytes)
 

@@ -34,6 +34,8 @@ class OpenAIError(Exception):
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
                  type_: str | None = None) -> None:
+        # Whatever a message quotes must survive UTF-8 encoding (a lone surrogate would turn the answer into a 500).
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.status = status
         self.message = message

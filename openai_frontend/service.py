@@ -20,12 +20,22 @@ from typing import Any
 import numpy as np
 
 from openai_frontend.backend.base import Backend, Delta, LlmRequest
+from openai_frontend.budgets import (
+    RequestBudget,
+    check_context,
+    check_frames_asked,
+    check_media,
+    context_tokens,
+    limit_error,
+    resolved_options,
+)
 from openai_frontend.errors import OpenAIError, from_exception
 from openai_frontend.media.frames import frame_list_to_video
 from openai_frontend.media.urls import FrameList, MediaFetcher
 from openai_frontend.metrics import Metrics
 from openai_frontend.settings import Settings
 from video_pipeline.errors import EngineUnavailable, PipelineError
+from video_pipeline.media.options import VideoOptions
 from video_pipeline.media.packing import pack, unpack
 from video_pipeline.steps import PreprocessorStep
 
@@ -127,6 +137,7 @@ class Service:
         self.fetcher = fetcher
         self.metrics = metrics
         self._preprocessor: PreprocessorStep | None = None
+        self.context_tokens = context_tokens(settings)  # the model's context, for the video budget
 
     async def prepare(self, conversation: Conversation, *, video_defaults: dict[str, Any], sampling: dict[str, Any],
                       stream: bool, request_id: str, scope: str = "",
@@ -140,18 +151,28 @@ class Service:
         images: list[ImageRef] = conversation.parts(ImageRef)
         s = self.settings
         if len(videos) > s.max_videos:
-            raise OpenAIError(400, f"the request has {len(videos)} videos; this server takes at most {s.max_videos}",
-                              param="messages", code="too_many_media")
+            raise OpenAIError(400, f"the request has {len(videos)} videos; this server takes at most {s.max_videos} "
+                              "(VLT_MAX_VIDEOS)", param="messages", code="too_many_media")
         if len(images) > s.max_images:
-            raise OpenAIError(400, f"the request has {len(images)} images; this server takes at most {s.max_images}",
-                              param="messages", code="too_many_media")
+            raise OpenAIError(400, f"the request has {len(images)} images; this server takes at most {s.max_images} "
+                              "(VLT_MAX_IMAGES)", param="messages", code="too_many_media")
+        options = [{**video_defaults, **v.window} for v in videos]
+        resolved = await self._check_options(videos, options)  # before any download
+        budget = RequestBudget(s)
         fetched = await _all([
-            *(self.fetcher.fetch(v.url, "video", v.where, scope, attachments) for v in videos),
-            *(self.fetcher.fetch(i.url, "image", i.where, scope, attachments) for i in images),
+            *(self.fetcher.fetch(v.url, "video", v.where, scope, attachments, budget) for v in videos),
+            *(self.fetcher.fetch(i.url, "image", i.where, scope, attachments, budget) for i in images),
         ])
         video_data, image_data = fetched[: len(videos)], fetched[len(videos):]
-        options = [{**video_defaults, **v.window} for v in videos]
+        if videos or images:
+            # Headers before decoding: sizes, durations, and whether the videos can fit the context at all.
+            estimates = await asyncio.to_thread(
+                check_media, [(v.where, d, o) for v, d, o in zip(videos, video_data, resolved, strict=True)],
+                [(i.where, d) for i, d in zip(images, image_data, strict=True)], s)
+            check_context(estimates, self.context_tokens, estimated=True)
         frames, infos = await self._videos(videos, list(video_data), options)
+        check_context([(v.where, int(i.get("num_video_tokens") or 0)) for v, i in zip(videos, infos, strict=True)],
+                      self.context_tokens, estimated=False)
         if infos:
             self.metrics.videos.inc(len(infos))
             self.metrics.frames.inc(sum(int(i.get("num_frames", 0)) for i in infos))
@@ -189,11 +210,26 @@ class Service:
             step = await self._preprocessor_step()
             for i in lists:
                 try:
-                    per_video[i] = await asyncio.to_thread(frame_list_to_video, data[i], options[i], step)  # type: ignore[arg-type]
+                    async with asyncio.timeout(self.settings.decode_timeout_s):
+                        per_video[i] = await asyncio.to_thread(frame_list_to_video, data[i], options[i], step)  # type: ignore[arg-type]
+                except TimeoutError:
+                    raise limit_error(400, refs[i].where, "decoding the frame list took too long",
+                                      f"{self.settings.decode_timeout_s:g}", "s", "decode_timeout_s",
+                                      code="decode_timeout") from None
                 except PipelineError as exc:
                     raise self._media_error(exc, [refs[i]]) from None
         ordered = [per_video[i] for i in range(len(refs))]
         return pack([f for f, _ in ordered]), [info for _, info in ordered]
+
+    async def _check_options(self, refs: list[VideoRef], options: list[dict[str, Any]]) -> list[VideoOptions]:
+        """Each video's options as the media models will read them, refused early when out of budget."""
+        if not refs:
+            return []
+        step = await self._preprocessor_step()
+        resolved = [resolved_options(o, step, ref.where) for ref, o in zip(refs, options, strict=True)]
+        for ref, opts in zip(refs, resolved, strict=True):
+            check_frames_asked(opts, self.settings, ref.where)
+        return resolved
 
     async def _preprocessor_step(self) -> PreprocessorStep:
         if self._preprocessor is None:

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from openai_frontend.media.netpolicy import parse_allow_rules, parse_domains
+
 ENV_PREFIX = "VLT_"
 
 _MIB = 1024 * 1024
 # Settings where 0 means "off" rather than a mistake.
-_ZERO_OK = {"files_ttl_s"}
+_ZERO_OK = {"files_ttl_s", "max_context_tokens"}
 
 
 def _setting(default: Any, doc: str) -> Any:
@@ -44,10 +46,41 @@ class Settings:
     max_media_bytes: int = _setting(512 * _MIB, "most bytes of one video or image (data URL, download or file)")
     max_body_bytes: int = _setting(1024 * _MIB, "most bytes of one request body")
     max_jpeg_frames: int = _setting(768, "most frames in one data:video/jpeg frame list")
-    fetch_timeout_s: float = _setting(30.0, "timeout of each connect/read when downloading http(s) media")
-    allow_loopback_urls: bool = _setting(False, "let http(s) media URLs reach loopback addresses (tests)")
+    # --- media safety (README "Safety and limits"); every default is the safe choice ---
+    allowed_media_schemes: str = _setting("http,https", "network schemes media URLs may use (http, https)")
+    allowed_media_domains: str = _setting(
+        "", "host names media URLs may name, comma-separated (name exactly, *.name any below it); empty: any"
+    )
+    allowed_media_networks: str = _setting(
+        "", "private/loopback/link-local/... networks media URLs may reach anyway, comma-separated CIDRs, "
+        "optionally with a port (10.0.0.0/8, 127.0.0.1:8000, [::1]:8000); empty: none"
+    )
+    follow_redirects: bool = _setting(False, "follow http(s) redirects of media URLs (each hop checked again)")
+    max_redirects: int = _setting(5, "most redirects one media download follows (with --follow-redirects)")
+    fetch_connect_timeout_s: float = _setting(10.0, "timeout of resolving and connecting to a media host")
+    fetch_timeout_s: float = _setting(30.0, "timeout of each read while downloading http(s) media")
+    fetch_total_timeout_s: float = _setting(120.0, "timeout of one whole media download, redirects and waiting included")
+    fetch_concurrency: int = _setting(32, "most media downloads this server runs at once (all requests)")
+    fetch_concurrency_per_request: int = _setting(4, "most media downloads one request runs at once")
+    fetch_concurrency_per_host: int = _setting(4, "most media downloads at once from one media host")
+    max_request_media_bytes: int = _setting(1024 * _MIB, "most bytes of all media of one request together")
+    max_frame_pixels: int = _setting(
+        8192 * 4320, "most pixels of one video frame or image (its declared size, checked before decoding)"
+    )
+    max_video_frames: int = _setting(2048, "most frames sampled from one video (num_frames, max_frames, frame lists)")
+    max_video_duration_s: float = _setting(4 * 3600.0, "longest video, in seconds (its declared duration)")
+    max_decoded_bytes: int = _setting(
+        2048 * _MIB, "most bytes of RGB frames the shim decodes for one frame list (stills at full size)"
+    )
+    decode_timeout_s: float = _setting(
+        120.0, "wall-clock limit of decoding one frame list in the shim (containers: video_decoder's decode_timeout_s)"
+    )
+    max_context_tokens: int = _setting(
+        0, "the model's context, for refusing videos that cannot fit before decoding them; "
+        "0: max_model_len of <model_repository>/llm/1/model.json (no check without one)"
+    )
     allowed_local_media_path: str = _setting(
-        "", "directory file:// media URLs may read from (symlinks resolved); empty: file:// refused"
+        "", "directory file:// URLs and bare paths may read from (symlinks resolved); empty: both refused"
     )
     triton_grpc_port: int = _setting(0, "loopback gRPC port of the tritonserver the launcher starts; 0: a free one")
     triton_http_port: int = _setting(0, "loopback HTTP port of the tritonserver the launcher starts; 0: a free one")
@@ -74,6 +107,14 @@ class Settings:
                 raise ValueError(f"setting {f.name} must be positive, got {value!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ValueError(f"setting log_level must be debug|info|warning|error, got {self.log_level!r}")
+        for name, parse in (("allowed_media_networks", parse_allow_rules), ("allowed_media_domains", parse_domains)):
+            try:
+                parse(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"setting {name}: {exc}") from None
+        schemes = {x.strip() for x in self.allowed_media_schemes.split(",") if x.strip()}
+        if not schemes <= {"http", "https"}:
+            raise ValueError(f"setting allowed_media_schemes takes http and/or https, got {self.allowed_media_schemes!r}")
         if self.allowed_local_media_path and not Path(self.allowed_local_media_path).is_dir():
             raise ValueError(f"setting allowed_local_media_path is not a directory: {self.allowed_local_media_path}")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -63,15 +64,31 @@ def triton(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 class HttpMedia:
-    """A folder served over HTTP on 127.0.0.1 (a free port): ``put(name, data)`` returns its URL."""
+    """A folder served over HTTP on 127.0.0.1 (a free port): ``put(name, data)`` returns its URL;
+    ``redirect(name, location)`` and ``route(name, handler)`` add answers of other kinds."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int = 0) -> None:
         self.folder = folder
         self.port = port
+        self.routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
 
     def put(self, name: str, data: bytes) -> str:
         (self.folder / name).write_bytes(data)
         return self.url(name)
+
+    def route(self, name: str, handler: Callable[[BaseHTTPRequestHandler], None]) -> str:
+        """``handler(request)`` answers GET /<name> itself (slow bodies, lying headers, ...)."""
+        self.routes["/" + name] = handler
+        return self.url(name)
+
+    def redirect(self, name: str, location: str, status: int = 302) -> str:
+        def answer(request: BaseHTTPRequestHandler) -> None:
+            request.send_response(status)
+            request.send_header("Location", location)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+
+        return self.route(name, answer)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -85,16 +102,29 @@ def http_media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpMedia]:
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     folder = tmp_path_factory.mktemp("http_media")
+    media = HttpMedia(folder)
 
     class Quiet(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            route = media.routes.get(self.path)
+            if route is None:
+                super().do_GET()
+                return
+            try:
+                route(self)
+            except OSError:  # the client left (a test of timeouts or caps)
+                pass
+
         def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    server.daemon_threads = True
+    media.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, name="http-media", daemon=True)
     thread.start()
     try:
-        yield HttpMedia(folder, server.server_address[1])
+        yield media
     finally:
         server.shutdown()
         server.server_close()
@@ -116,8 +146,12 @@ class Shim:
 
 
 @pytest.fixture(scope="session")
-def shim(triton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
-    """The shim on a free loopback port, talking to the session's tritonserver over gRPC."""
+def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
+    """The shim on a free loopback port, talking to the session's tritonserver over gRPC.
+
+    Media URLs may reach exactly the ``http_media`` server on loopback (its address and port, nothing
+    else on this machine), and redirects are followed so that every hop's check is exercised.
+    """
     import threading
     import time
 
@@ -129,7 +163,8 @@ def shim(triton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
     from video_pipeline.launch import free_port
 
     media_dir = tmp_path_factory.mktemp("shim_media")
-    settings = Settings(model_repository=str(MODEL_REPOSITORY), allow_loopback_urls=True,
+    settings = Settings(model_repository=str(MODEL_REPOSITORY), allowed_media_networks=f"127.0.0.1:{http_media.port}",
+                        follow_redirects=True,
                         allowed_local_media_path=str(media_dir), port=free_port(),
                         files_dir=str(tmp_path_factory.mktemp("shim_files")))
     app = create_app(settings, TritonBackend(triton.grpc_url, timeout_s=120))

@@ -94,3 +94,19 @@ class FakeBackend:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class FakeDns:
+    """A resolver for media hosts: ``{host: [first answer, second answer, ...]}`` (the last one repeats),
+    recording the hosts it was asked for."""
+
+    def __init__(self, table: dict[str, list[list[str]]]) -> None:
+        self.table = table
+        self.calls: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append(host)
+        answers = self.table.get(host)
+        if answers is None:
+            raise OSError(f"no such host {host}")
+        return answers[min(self.calls.count(host) - 1, len(answers) - 1)]

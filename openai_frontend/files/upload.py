@@ -263,7 +263,6 @@ def clean_filename(name: str | None) -> str:
 _MAGIC: list[tuple[int, bytes, str, str]] = [
     (4, b"ftyp", "video", "video/mp4"),
     (0, b"\x1a\x45\xdf\xa3", "video", "video/webm"),
-    (0, b"\x47", "video", "video/mp2t"),
     (0, b"\x00\x00\x01\xba", "video", "video/mpeg"),
     (0, b"FLV", "video", "video/x-flv"),
     (0, b"OggS", "audio", "audio/ogg"),
@@ -273,6 +272,7 @@ _MAGIC: list[tuple[int, bytes, str, str]] = [
     (0, b"\xff\xd8\xff", "image", "image/jpeg"),
     (0, b"GIF8", "image", "image/gif"),
     (0, b"BM", "image", "image/bmp"),
+    (0, b"\x47", "video", "video/mp2t"),  # one byte ("G"): last, or every GIF would be a transport stream
 ]
 _RIFF = {b"AVI ": ("video", "video/x-msvideo"), b"WAVE": ("audio", "audio/wav"), b"WEBP": ("image", "image/webp")}
 

@@ -1,12 +1,16 @@
-"""Media URLs -> bytes: ``data:`` (strict base64, MIME checked, size-capped), http(s)
-(timeouts, byte cap, loopback only when allowed), ``file://`` (confined to one
-directory after resolving symlinks), ``data:video/jpeg`` frame lists, and file ids of
-the Files API: a bare ``file-...`` or the URL form ``file-id://file-...``, and
-``form://<field>``, a file part of the same multipart request.
+"""Media URLs -> bytes, safe by default.
 
-A stricter SSRF policy (private ranges, DNS pinning) is later work; today's
-policy is a scheme allowlist, a byte cap, timeouts, and no loopback unless the
-operator allows it.
+- ``data:``: a MIME type we accept (:data:`VIDEO_MIMES`, :data:`IMAGE_MIMES`), the size
+  capped before the base64 is decoded, strict base64; ``data:video/jpeg`` frame lists;
+- ``http(s)://``: :mod:`openai_frontend.media.fetch` (address policy, redirects, timeouts,
+  byte caps while streaming, concurrency slots);
+- ``file://`` and bare paths (``/data/clip.mp4``, ``clips/a.mp4``): refused unless
+  ``allowed_local_media_path`` is set; then resolved (symlinks too) and confined to it,
+  regular files only;
+- file ids of the Files API: a bare ``file-...`` or the URL form ``file-id://file-...``,
+  and ``form://<field>``, a file part of the same multipart request.
+
+Every byte read counts against the request's :class:`~openai_frontend.budgets.RequestBudget`.
 """
 
 from __future__ import annotations
@@ -14,30 +18,40 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
+import os
 import re
-import socket
+import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from openai_frontend.budgets import RequestBudget
 from openai_frontend.errors import OpenAIError, bad_request
 from openai_frontend.files.store import FileStore
 from openai_frontend.files.upload import sniff
-from openai_frontend.settings import Settings
+from openai_frontend.media.fetch import HttpFetcher
+from openai_frontend.settings import Settings, env_name
 
 Kind = Literal["video", "image"]
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}):")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
-_MAX_REDIRECTS = 5
 FILE_ID_SCHEME = "file-id://"
 FORM_SCHEME = "form://"
 # Frame lists: vLLM's "data:video/jpeg;base64,<frame>,<frame>,..." (each frame a base64 image).
 FRAME_LIST_MIME = "video/jpeg"
+#: data: MIME types we take: containers the decoder opens, images engines read.
+VIDEO_MIMES = frozenset({
+    "video/mp4", "video/x-m4v", "video/quicktime", "video/webm", "video/x-matroska", "video/matroska",
+    "video/x-msvideo", "video/avi", "video/mpeg", "video/mp2t", "video/3gpp", "video/3gpp2", "video/ogg",
+    "video/x-flv", FRAME_LIST_MIME,
+})
+IMAGE_MIMES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/webp", "image/gif", "image/bmp"})
+_MIMES: dict[str, frozenset[str]] = {"video": VIDEO_MIMES, "image": IMAGE_MIMES}
 
 
 @dataclass(frozen=True)
@@ -54,110 +68,72 @@ class MediaFetcher:
     settings: Settings
     http: httpx.AsyncClient
     files: FileStore | None = None
+    web: HttpFetcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "web", HttpFetcher(self.settings, self.http))
 
     async def fetch(self, url: str, kind: Kind, where: str, scope: str = "",
-                    attachments: Mapping[str, Path] | None = None) -> bytes | FrameList:
+                    attachments: Mapping[str, Path] | None = None,
+                    budget: RequestBudget | None = None) -> bytes | FrameList:
         """Bytes of the video/image at ``url`` (a :class:`FrameList` for frame-list videos).
 
         ``scope`` is the tenant whose file ids are visible (see the Files API); ``attachments``
-        are the staged file parts of a multipart request, by field name.
+        are the staged file parts of a multipart request, by field name; ``budget`` is what the
+        request may still spend (a fresh one when not given).
         """
         if not isinstance(url, str) or not url:
             raise bad_request(f"{where}: the URL must be a non-empty string", where)
-        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+        budget = budget or RequestBudget(self.settings)
+        m = _SCHEME.match(url)
+        scheme = m[1].lower() if m else ""
         if scheme == "data":
-            return self._data_url(url, kind, where)
+            return self._data_url(url, kind, where, budget)
         if scheme in ("http", "https"):
-            return await self._http(url, where)
+            return await self.web.get(url, where, budget)
         if scheme == "file":
-            return await asyncio.to_thread(self._file, url, where)
+            return await asyncio.to_thread(self._file_url, url, where, budget)
         if url.startswith(FORM_SCHEME):
             return await asyncio.to_thread(self._attachment, url.removeprefix(FORM_SCHEME), kind, where,
-                                           attachments or {})
+                                           attachments or {}, budget)
         if url.startswith(FILE_ID_SCHEME) or url.startswith("file-"):
-            return await asyncio.to_thread(self._stored, url.removeprefix(FILE_ID_SCHEME), kind, where, scope)
+            return await asyncio.to_thread(self._stored, url.removeprefix(FILE_ID_SCHEME), kind, where, scope, budget)
+        if not scheme:  # a bare path
+            return await asyncio.to_thread(self._local, url, url, where, budget)
         raise bad_request(
-            f"{where}: unsupported URL scheme {scheme or url[:20]!r}; use data:, http(s):// or file://", where,
+            f"{where}: unsupported URL scheme {scheme[:20]!r}; use data:, http(s)://, file:// or a file id", where,
             code="invalid_url",
         )
 
     # --- data: ------------------------------------------------------------------------------------
 
-    def _data_url(self, url: str, kind: Kind, where: str) -> bytes | FrameList:
+    def _data_url(self, url: str, kind: Kind, where: str, budget: RequestBudget) -> bytes | FrameList:
         m = _DATA_URL.match(url)
         if m is None:
             raise bad_request(f"{where}: a data URL must look like data:<mime>;base64,<data>", where,
                               code="invalid_url")
         mime = m["mime"].lower()
-        if not mime.startswith(kind + "/") and not (kind == "video" and mime == FRAME_LIST_MIME):
-            raise OpenAIError(415, f"{where}: a {kind} data URL must have a {kind}/* MIME type, got {mime}",
-                              param=where, code="unsupported_media")
+        if mime not in _MIMES[kind]:
+            raise OpenAIError(415, f"{where}: a {kind} data URL must have a {kind}/* MIME type this server takes "
+                              f"({', '.join(sorted(_MIMES[kind]))}); got {mime[:80]}", param=where,
+                              code="unsupported_media")
         data = m["data"]
+        size = len(data) // 4 * 3  # what the base64 decodes to, known before decoding it
         cap = self.settings.max_media_bytes
-        if len(data) // 4 * 3 > cap:
-            raise too_large(where, f"the data URL holds about {len(data) // 4 * 3} bytes", cap)
-        if kind == "video" and mime == FRAME_LIST_MIME:
+        if size > cap:
+            raise too_large(where, f"the data URL holds about {size} bytes", cap)
+        budget.spend(size, where)
+        if mime == FRAME_LIST_MIME:
             parts = data.split(",")
             if len(parts) > self.settings.max_jpeg_frames:
                 raise too_large(where, f"the frame list has {len(parts)} frames", self.settings.max_jpeg_frames,
-                                unit="frames")
+                                unit="frames", setting="max_jpeg_frames")
             return FrameList([_b64(p, f"{where} frame {i}") for i, p in enumerate(parts)])
         return _b64(data, where)
 
-    # --- http(s) ----------------------------------------------------------------------------------
-
-    async def _http(self, url: str, where: str) -> bytes:
-        cap = self.settings.max_media_bytes
-        for _ in range(_MAX_REDIRECTS + 1):
-            await self._check_host(url, where)
-            try:
-                async with self.http.stream("GET", url) as r:
-                    if r.is_redirect and "location" in r.headers:
-                        url = urljoin(url, r.headers["location"])
-                        if urlsplit(url).scheme not in ("http", "https"):
-                            raise bad_request(f"{where}: redirected to a non-http(s) URL", where, code="invalid_url")
-                        continue
-                    if r.status_code != 200:
-                        raise bad_request(f"{where}: could not fetch {_short(url)}: HTTP {r.status_code}", where,
-                                          code="media_fetch_failed")
-                    declared = r.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > cap:
-                        raise too_large(where, f"{_short(url)} is {declared} bytes", cap)
-                    buf = bytearray()
-                    async for chunk in r.aiter_bytes():
-                        buf += chunk
-                        if len(buf) > cap:
-                            raise too_large(where, f"{_short(url)} is larger", cap)
-                    return bytes(buf)
-            except httpx.TimeoutException:
-                raise bad_request(f"{where}: timed out fetching {_short(url)} "
-                                  f"(limit {self.settings.fetch_timeout_s:g} s)", where,
-                                  code="media_fetch_failed") from None
-            except httpx.HTTPError as exc:
-                raise bad_request(f"{where}: could not fetch {_short(url)}: {exc or type(exc).__name__}", where,
-                                  code="media_fetch_failed") from None
-        raise bad_request(f"{where}: more than {_MAX_REDIRECTS} redirects", where, code="media_fetch_failed")
-
-    async def _check_host(self, url: str, where: str) -> None:
-        parts = urlsplit(url)
-        host = parts.hostname
-        if not host:
-            raise bad_request(f"{where}: the URL has no host", where, code="invalid_url")
-        if self.settings.allow_loopback_urls:
-            return
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 80, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
-            raise bad_request(f"{where}: cannot resolve host {host!r}", where, code="media_fetch_failed") from None
-        for info in infos:
-            addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-            if addr.is_loopback or addr.is_unspecified:
-                raise OpenAIError(403, f"{where}: media URLs may not point at this machine ({host})",
-                                  param=where, code="url_not_allowed")
-
     # --- file ids (the Files API) ----------------------------------------------------------------------
 
-    def _stored(self, file_id: str, kind: Kind, where: str, scope: str) -> bytes:
+    def _stored(self, file_id: str, kind: Kind, where: str, scope: str, budget: RequestBudget) -> bytes:
         record = self.files.get(file_id, scope, touch=True) if self.files is not None else None
         if record is None:
             raise file_not_found(file_id, where)
@@ -166,13 +142,15 @@ class MediaFetcher:
                               code="unsupported_media")
         if record.bytes > self.settings.max_media_bytes:
             raise too_large(where, f"{file_id} is {record.bytes} bytes", self.settings.max_media_bytes)
+        budget.spend(record.bytes, where)
         try:
             # The one read into memory: these bytes go to Triton as they are.
             return self.files.blob_path(record).read_bytes()  # type: ignore[union-attr]
         except FileNotFoundError:  # deleted or evicted between the lookup and the read
             raise file_not_found(file_id, where) from None
 
-    def _attachment(self, name: str, kind: Kind, where: str, attachments: Mapping[str, Path]) -> bytes:
+    def _attachment(self, name: str, kind: Kind, where: str, attachments: Mapping[str, Path],
+                    budget: RequestBudget) -> bytes:
         path = attachments.get(name)
         if path is None:
             raise bad_request(f"{where}: no file part named {name[:80]!r} in this multipart request", where,
@@ -180,6 +158,7 @@ class MediaFetcher:
         size = path.stat().st_size
         if size > self.settings.max_media_bytes:
             raise too_large(where, f"the file part {name!r} is {size} bytes", self.settings.max_media_bytes)
+        budget.spend(size, where)
         data = path.read_bytes()
         found = sniff(data[:64])
         if found is None or found[0] != kind:
@@ -187,31 +166,55 @@ class MediaFetcher:
                               code="unsupported_media")
         return data
 
-    # --- file:// ---------------------------------------------------------------------------------
+    # --- file:// and bare paths ------------------------------------------------------------------
 
-    def _file(self, url: str, where: str) -> bytes:
-        root = self.settings.allowed_local_media_path
-        if not root:
-            raise OpenAIError(403, f"{where}: file:// URLs are disabled on this server "
-                              "(the operator sets VLT_ALLOWED_LOCAL_MEDIA_PATH to allow one directory)",
-                              param=where, code="url_not_allowed")
+    def _file_url(self, url: str, where: str, budget: RequestBudget) -> bytes:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise bad_request(f"{where}: file:// URLs must name a local path", where, code="invalid_url")
+        return self._local(unquote(parts.path), url, where, budget)
+
+    def _local(self, raw: str, shown: str, where: str, budget: RequestBudget) -> bytes:
+        """A file inside ``allowed_local_media_path``; ``raw`` is absolute or relative to that directory."""
+        root = self.settings.allowed_local_media_path
+        shown = shown[:200]
+        if not root:
+            raise OpenAIError(403, f"{where}: file:// URLs and local paths are disabled on this server "
+                              f"(the operator sets {env_name('allowed_local_media_path')} to allow one directory)",
+                              param=where, code="url_not_allowed")
         allowed = Path(root).resolve()
         try:
-            path = Path(unquote(parts.path)).resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise bad_request(f"{where}: no such file: {unquote(parts.path)}", where, code="media_fetch_failed") from None
+            if "\x00" in raw:
+                raise ValueError("NUL in path")
+            # Symlinks resolved; an absolute raw replaces allowed. Not strict: a path outside is
+            # refused whether or not it exists, so answers tell nothing about files out there.
+            path = (allowed / raw).resolve()
+        except (OSError, RuntimeError, ValueError):
+            raise bad_request(f"{where}: no such file: {shown!r}", where, code="media_fetch_failed") from None
         if not path.is_relative_to(allowed):
-            raise OpenAIError(403, f"{where}: {unquote(parts.path)} is outside the allowed media directory",
-                              param=where, code="url_not_allowed")
-        if not path.is_file():
-            raise bad_request(f"{where}: not a file: {unquote(parts.path)}", where, code="media_fetch_failed")
-        size = path.stat().st_size
-        if size > self.settings.max_media_bytes:
-            raise too_large(where, f"{path.name} is {size} bytes", self.settings.max_media_bytes)
-        return path.read_bytes()
+            raise OpenAIError(403, f"{where}: {shown!r} is outside the allowed media directory", param=where,
+                              code="url_not_allowed")
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            raise bad_request(f"{where}: no such file: {shown!r}", where, code="media_fetch_failed") from None
+        # Checked before opening: opening a FIFO would block, a device would never end.
+        if not stat.S_ISREG(mode):
+            raise bad_request(f"{where}: not a regular file: {shown!r}", where, code="media_fetch_failed")
+        try:
+            # O_NOFOLLOW: the resolved name must still be no symlink when it is opened.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise bad_request(f"{where}: cannot read {shown!r}: {exc.strerror}", where,
+                              code="media_fetch_failed") from None
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):  # swapped since the check above
+                raise bad_request(f"{where}: not a regular file: {shown!r}", where, code="media_fetch_failed")
+            if info.st_size > self.settings.max_media_bytes:
+                raise too_large(where, f"{path.name} is {info.st_size} bytes", self.settings.max_media_bytes)
+            budget.spend(info.st_size, where)
+            return f.read(info.st_size)
 
 
 def file_not_found(file_id: str, where: str | None = None) -> OpenAIError:
@@ -219,8 +222,9 @@ def file_not_found(file_id: str, where: str | None = None) -> OpenAIError:
                        code="file_not_found")
 
 
-def too_large(where: str, what: str, limit: int, unit: str = "bytes") -> OpenAIError:
-    return OpenAIError(413, f"{where}: {what}; the limit is {limit} {unit}", param=where, code="media_too_large")
+def too_large(where: str, what: str, limit: int, unit: str = "bytes", setting: str = "max_media_bytes") -> OpenAIError:
+    return OpenAIError(413, f"{where}: {what}; the limit is {limit} {unit} ({env_name(setting)})", param=where,
+                       code="media_too_large")
 
 
 def _b64(data: str, where: str) -> bytes:
@@ -228,7 +232,3 @@ def _b64(data: str, where: str) -> bytes:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise bad_request(f"{where}: the data URL is not valid base64", where, code="invalid_base64") from None
-
-
-def _short(url: str, n: int = 120) -> str:
-    return url if len(url) <= n else url[: n - 3] + "..."

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
 
 from openai_frontend.errors import OpenAIError, bad_request, model_not_found
 from openai_frontend.files.upload import Upload, receive
-from openai_frontend.schemas.common import read_json
+from openai_frontend.schemas.common import parse_json, read_json
 from openai_frontend.service import Service
 
 #: The form field of a multipart chat request that holds the JSON request.
@@ -56,10 +55,8 @@ async def read_body(request: Request) -> tuple[Any, Upload | None]:
         if raw is None:
             raise OpenAIError(400, f"{PAYLOAD_FIELD}: required (the JSON request as a form field)",
                               param=PAYLOAD_FIELD, code="missing_required_parameter")
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise bad_request(f"{PAYLOAD_FIELD}: not valid JSON: {exc}", PAYLOAD_FIELD, code="invalid_json") from None
+        data = parse_json(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw, PAYLOAD_FIELD,
+                          PAYLOAD_FIELD)
         if not isinstance(data, dict):
             raise bad_request(f"{PAYLOAD_FIELD}: must be a JSON object", PAYLOAD_FIELD, code="invalid_json")
     except BaseException:

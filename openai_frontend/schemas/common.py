@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -17,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 class Strict(BaseModel):
     """Unknown fields are refused with a 400 naming them, as OpenAI's API does."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class SamplingFields(Strict):
@@ -77,13 +78,47 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         body += chunk
         if len(body) > max_bytes:
             raise OpenAIError(413, f"the request body exceeds the limit of {max_bytes} bytes", code="request_too_large")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    data = parse_json(bytes(body))
     if not isinstance(data, dict):
         raise bad_request("the request body must be a JSON object", code="invalid_json")
     return data
+
+
+# A lone surrogate (text that is no Unicode, and that no UTF-8 answer can echo) comes only from a
+# \ud800-\udfff escape or from surrogate bytes (json reads bytes with "surrogatepass"): cheap to
+# look for, and only then is the parsed document walked.
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def parse_json(raw: bytes, what: str = "the request body", param: str | None = None) -> Any:
+    """JSON from ``raw``; 400 for bad JSON, nesting too deep to parse, or strings that are not Unicode."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise bad_request(f"{what} is nested too deeply", param, code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"{what} is not valid JSON: {exc}", param, code="invalid_json") from None
+    if (_SURROGATE.search(raw) or json.detect_encoding(raw) != "utf-8") and _has_lone_surrogate(data):
+        raise bad_request(f"{what} holds a string that is not valid Unicode (a lone surrogate \\ud800-\\udfff)",
+                          param, code="invalid_json")
+    return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    stack = [data]  # iterative: a document nested as deep as json allows would overflow a recursion
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def validate(model: type[M], data: Any, prefix: str = "") -> M:

@@ -234,12 +234,11 @@ def test_sdk_chat_maps_the_media_models_refusals_to_4xx_when_media_break_a_budge
     assert needle in info.value.body["message"] and info.value.body["param"] == "messages[0].content[0].video_url"
 
 
-def test_sdk_chat_raises_bad_request_when_the_video_url_is_unreachable(shim) -> None:
-    from video_pipeline.launch import free_port
-
+def test_sdk_chat_raises_bad_request_when_the_video_url_is_unreachable(shim, http_media) -> None:
+    # Another loopback port would be refused (403) before any connection: only http_media is allowed.
     with pytest.raises(openai.BadRequestError) as info:
         shim.client().chat.completions.create(
-            model="tiny-qwen2-vl", messages=ask(video_part(f"http://127.0.0.1:{free_port()}/gone.mp4")), max_tokens=4)
+            model="tiny-qwen2-vl", messages=ask(video_part(http_media.url("gone.mp4"))), max_tokens=4)
     assert "could not fetch" in info.value.body["message"]
 
 

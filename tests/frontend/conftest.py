@@ -55,6 +55,14 @@ def jpeg(value: int, size: tuple[int, int] = (64, 48)) -> bytes:
     return buf.getvalue()
 
 
+def png(size: tuple[int, int] = (8, 6)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((size[1], size[0], 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def frame_list_url(n: int, size: tuple[int, int] = (64, 48)) -> str:
     return "data:video/jpeg;base64," + ",".join(base64.b64encode(jpeg(i * 20, size)).decode() for i in range(n))
 

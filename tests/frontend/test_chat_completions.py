@@ -7,10 +7,10 @@ import json
 import numpy as np
 
 from tests.fakes import FakeBackend
-from tests.frontend.conftest import MODEL, data_url, frame_list_url, sse_data
+from tests.frontend.conftest import MODEL, data_url, frame_list_url, png, sse_data
 
 VIDEO_A, VIDEO_B = b"\x00\x00\x00\x18ftypmp42-a", b"\x00\x00\x00\x18ftypmp42-b"
-PNG = b"\x89PNG\r\n\x1a\nfake"
+PNG = png()  # a real one: the shim reads image headers
 
 
 def chat(client, **body):

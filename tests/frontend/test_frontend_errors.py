@@ -193,7 +193,7 @@ def test_chat_answers_400_when_a_file_url_names_a_missing_file(client, media_dir
 def _http_app(settings, handler):
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     backend = FakeBackend()
-    return TestClient(create_app(settings.with_(allow_loopback_urls=True), backend, http=http)), backend
+    return TestClient(create_app(settings.with_(follow_redirects=True), backend, http=http)), backend
 
 
 def test_chat_downloads_an_http_video_following_redirects_when_the_url_is_allowed(settings) -> None:
@@ -216,7 +216,7 @@ def test_chat_downloads_an_http_video_following_redirects_when_the_url_is_allowe
 ])
 def test_chat_answers_4xx_when_an_http_video_cannot_be_fetched(settings, response, status, needle) -> None:
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: response))
-    app = create_app(settings.with_(allow_loopback_urls=True, max_media_bytes=2000), FakeBackend(), http=http)
+    app = create_app(settings.with_(max_media_bytes=2000), FakeBackend(), http=http)
     with TestClient(app) as client:
         r = chat(client, video("http://media.test/clip.mp4"))
     assert r.status_code == status, r.text

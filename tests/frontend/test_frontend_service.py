@@ -149,13 +149,13 @@ def test_stream_errors_map_to_typed_errors_by_message_when_they_carry_no_status(
 
 
 def test_settings_take_flags_over_env_over_defaults_when_all_are_given(tmp_path) -> None:
-    env = {"VLT_PORT": "9000", "VLT_MAX_VIDEOS": "2", "VLT_ALLOW_LOOPBACK_URLS": "true"}
+    env = {"VLT_PORT": "9000", "VLT_MAX_VIDEOS": "2", "VLT_FOLLOW_REDIRECTS": "true"}
     s = Settings.load(["--port", "9100"], env)
-    assert (s.port, s.max_videos, s.allow_loopback_urls, s.host) == (9100, 2, True, "127.0.0.1")
+    assert (s.port, s.max_videos, s.follow_redirects, s.host) == (9100, 2, True, "127.0.0.1")
 
 
 @pytest.mark.parametrize(("argv", "env"), [
-    ([], {"VLT_MAX_VIDEOS": "many"}), (["--max-videos", "0"], {}), ([], {"VLT_ALLOW_LOOPBACK_URLS": "maybe"}),
+    ([], {"VLT_MAX_VIDEOS": "many"}), (["--max-videos", "0"], {}), ([], {"VLT_FOLLOW_REDIRECTS": "maybe"}),
     (["--allowed-local-media-path", "/no/such/dir"], {}),
 ])
 def test_settings_refuse_to_start_when_a_value_is_bad(argv, env) -> None:

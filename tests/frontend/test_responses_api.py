@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.frontend.conftest import MODEL, data_url, sse_named
+from tests.frontend.conftest import MODEL, data_url, png, sse_named
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42"
-PNG = b"\x89PNG\r\n\x1a\nfake"
+PNG = png()  # a real one: the shim reads image headers
 
 
 def respond(client, **body):

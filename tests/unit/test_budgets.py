@@ -1,0 +1,82 @@
+"""The shim's budget checks: the header probe, and the token estimate against the real media steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from openai_frontend.budgets import (
+    check_context,
+    estimate_video_tokens,
+    probe_video,
+    resolved_options,
+    video_tokens,
+)
+from openai_frontend.errors import OpenAIError
+from tests.conftest import MODEL_REPOSITORY
+from tests.videos import ClipSpec, make_video
+from video_pipeline import contract as C
+from video_pipeline.steps import DecoderStep, PreprocessorStep, json_tensor
+
+
+def _params(model: str) -> dict[str, str]:
+    return C.config_parameters((MODEL_REPOSITORY / model / "config.pbtxt").read_text())
+
+
+@pytest.fixture(scope="module")
+def steps() -> tuple[DecoderStep, PreprocessorStep]:
+    params = {k: v for k, v in _params("video_decoder").items() if not k.startswith("cache_")}
+    return DecoderStep(params), PreprocessorStep(_params("video_preprocessor"))
+
+
+def _real_tokens(steps, clip: bytes, options: dict) -> int:
+    decoder, preprocessor = steps
+    opts = json_tensor([options])
+    out = preprocessor({**decoder({C.VIDEO: _bytes(clip), C.VIDEO_OPTIONS: opts}), C.VIDEO_OPTIONS: opts})
+    return json.loads(out[C.VIDEO_INFO][0])["num_video_tokens"]
+
+
+def _bytes(data: bytes):  # noqa: ANN202
+    import numpy as np
+
+    arr = np.empty(1, dtype=np.object_)
+    arr[0] = data
+    return arr
+
+
+@pytest.mark.parametrize(("spec", "options"), [
+    (ClipSpec(width=160, height=120, fps=10, num_frames=40), {}),
+    (ClipSpec(width=160, height=120, fps=10, num_frames=40), {"num_frames": 8, "max_pixels": 112 * 112}),
+    (ClipSpec(width=160, height=120, fps=10, num_frames=40), {"fps": 1, "start": 1, "end": 3}),
+    (ClipSpec(width=320, height=240, fps=25, num_frames=100), {"fps": 4}),
+    (ClipSpec(width=320, height=240, fps=25, num_frames=100), {"fps": 50, "max_frames": 30}),
+    (ClipSpec(width=128, height=96, fps=30, num_frames=90, container="mkv"), {"fps": 2, "min_pixels": 3136}),
+    (ClipSpec(width=96, height=128, fps=24, num_frames=48, container="webm", codec="libvpx-vp9"), {}),
+])
+def test_token_estimate_from_the_header_equals_what_the_media_steps_produce(steps, spec, options) -> None:
+    clip = make_video(spec)
+    facts = probe_video(clip)
+    assert facts is not None and (facts.width, facts.height) == (spec.width, spec.height)
+    estimate = estimate_video_tokens(facts, resolved_options(options, steps[1], "v"))
+    assert estimate == _real_tokens(steps, clip, options)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 100, b"<html>not a video</html>", make_video(ClipSpec())[:300]])
+def test_probe_answers_none_when_the_bytes_are_no_readable_video(data) -> None:
+    assert probe_video(data) is None
+
+
+def test_video_tokens_count_temporal_pairs_of_patches() -> None:
+    assert video_tokens(8, 84, 112, 28) == 4 * 3 * 4
+    assert video_tokens(7, 84, 112, 28) == 4 * 3 * 4
+
+
+def test_context_check_names_every_video_and_the_context_when_the_videos_do_not_fit() -> None:
+    check_context([("a", 10), ("b", 20)], 30, estimated=True)
+    check_context([("a", 10**9)], None, estimated=True)  # unknown context: the engine decides
+    with pytest.raises(OpenAIError) as info:
+        check_context([("a", 10), ("b", 25)], 30, estimated=True)
+    err = info.value
+    assert err.status == 400 and err.code == "context_length_exceeded" and err.param == "a"
+    assert "about 35 tokens (a: 10, b: 25)" in err.message and "context of 30 tokens" in err.message
