@@ -1,0 +1,42 @@
+"""The sampling plan of a request's videos, as answers show it (our extension field ``video_plan``).
+
+One entry per video, in the order the request names them: which frames the model
+saw (their indices in the source and their timestamps), the size they were
+resized to, how many prompt tokens they cost, the sampling rule that applied with
+every default filled in, and whether the media cache served them. Built from the
+``video_info`` the media pipeline returns, so it describes exactly what reached
+the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def video_plan(infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``video_plan`` of an answer, from the request's video_info documents."""
+    return [_entry(i, info) for i, info in enumerate(infos)]
+
+
+def _entry(index: int, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "index": index,
+        "num_frames": int(info.get("num_frames") or 0),
+        "frame_indices": [int(x) for x in info.get("frames_indices") or []],
+        "timestamps": [float(x) for x in info.get("timestamps") or []],
+        "width": int(info.get("width") or 0),
+        "height": int(info.get("height") or 0),
+        "video_tokens": int(info.get("num_video_tokens") or 0),
+        "source": {
+            "fps": info.get("fps"),
+            "duration": info.get("duration"),
+            "total_num_frames": info.get("total_num_frames"),
+        },
+        "sampling": info.get("sampling"),
+        "cache": info.get("cache"),
+    }
+
+
+def video_tokens(infos: list[dict[str, Any]]) -> int:
+    """The prompt tokens the videos will cost (the placeholders the processor expands them to)."""
+    return sum(int(i.get("num_video_tokens") or 0) for i in infos)
