@@ -11,9 +11,10 @@ TINY := .tiny/qwen2_vl
 setup:
 	bash scripts/setup.sh
 
-## The tiny random-weight Qwen2-VL the tests and the default server use (built offline, ~5 s).
+## The tiny random-weight Qwen2-VL and Wan pipeline the tests and the default server use (built offline, ~5 s each).
 tiny-model: setup
 	$(PY) scripts/build_tiny_model.py --arch qwen2_vl --out $(TINY)
+	$(PY) scripts/build_tiny_wan.py --out .tiny/wan
 
 ## Set up (if needed) and run the whole test suite: unit, then end-to-end on a real tritonserver.
 test: setup

@@ -10,6 +10,7 @@ tritonserver. Every flag: ``python -m openai_frontend --help``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ import uvicorn
 
 from openai_frontend.app import create_app
 from openai_frontend.backend.triton import TritonBackend
+from openai_frontend.logging_config import configure_logging
 from openai_frontend.settings import Settings
+from video_pipeline.log_format import LOG_FORMAT_ENV
 
 logger = logging.getLogger("openai_frontend")
 
@@ -29,7 +32,8 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.load(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
+    os.environ[LOG_FORMAT_ENV] = settings.log_format  # the models' stubs (children of tritonserver) log alike
     # SIGTERM while tritonserver starts must stop it too (it runs in its own process group).
     signal.signal(signal.SIGTERM, _interrupt)
     triton = None
@@ -49,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(settings, backend)
         logger.info("serving model %r at http://%s:%d/v1", settings.model_name, settings.host, settings.port)
         server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                               log_level=settings.log_level.lower(), timeout_graceful_shutdown=5))
+                                               log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
+                                               # our handler and our access lines (with request ids) instead
+                                               log_config=None, access_log=False))
         server.run()  # handles SIGINT/SIGTERM itself: stops accepting, cancels streams, returns
     except KeyboardInterrupt:
         logger.info("signal received; shutting down")

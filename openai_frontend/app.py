@@ -22,13 +22,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from openai_frontend.backend.base import Backend
 from openai_frontend.errors import OpenAIError, from_exception
 from openai_frontend.files.store import FileStore, LocalFileStore
+from openai_frontend.logging_config import RequestIdMiddleware
 from openai_frontend.media.fetch import media_client
 from openai_frontend.media.urls import MediaFetcher
 from openai_frontend.metrics import Metrics, MetricsMiddleware
-from openai_frontend.routers import chat, files, health, models, responses
+from openai_frontend.routers import chat, files, health, models, responses, videos
 from openai_frontend.service import Service
 from openai_frontend.settings import Settings
 from openai_frontend.sse import ClientGone
+from openai_frontend.videos.backend import VideoBackend, video_backend_for
+from openai_frontend.videos.jobs import JobManager
+from openai_frontend.videos.store import JobStore
 from video_pipeline.errors import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -38,12 +42,19 @@ CLIENT_CLOSED = 499
 
 
 def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient | None = None,
-               store: FileStore | None = None) -> FastAPI:
+               store: FileStore | None = None, video_backend: VideoBackend | None = None) -> FastAPI:
     """The OpenAI-compatible app on ``backend``; ``http`` fetches media URLs (one is made if not given),
-    ``store`` keeps uploaded files (a :class:`LocalFileStore` in ``settings.files_dir`` if not given)."""
+    ``store`` keeps uploaded files (a :class:`LocalFileStore` in ``settings.files_dir`` if not given),
+    ``video_backend`` generates videos (the same tritonserver's video_generator if not given)."""
     http = http or media_client(settings)  # every connection checked by the settings' address policy
     metrics = Metrics()
     store = store or LocalFileStore(settings.files_dir, quota_bytes=settings.files_quota_bytes)
+    jobs = JobManager(JobStore(settings.files_dir), video_backend or video_backend_for(backend),
+                      concurrency=settings.videos_concurrency, max_queued=settings.videos_max_queued,
+                      ttl_s=settings.videos_ttl_s, cancel_timeout_s=settings.videos_cancel_timeout_s,
+                      sweep_s=settings.files_sweep_s)
+    metrics.video_jobs_queued.set_function(jobs.queued_count)  # read at scrape time
+    metrics.video_jobs_running.set_function(jobs.running_count)
 
     async def sweep_forever() -> None:
         while True:
@@ -56,19 +67,26 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(sweep_forever(), name="files-sweeper")
+        await jobs.start()  # jobs a previous process left running are marked failed
         yield
         sweeper.cancel()
         with suppress(asyncio.CancelledError):
             await sweeper
+        await jobs.shutdown()
         await http.aclose()
         await backend.close()
 
     app = FastAPI(title="video-llm-triton OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = Service(settings, backend, MediaFetcher(settings, http, store), metrics)
     app.state.files = store
+    app.state.videos = jobs
     app.state.started_at = int(time.time())
-    for module in (chat, responses, files, models, health):
+    for module in (chat, responses, files, models, health, videos):
         app.include_router(module.router)
+    if settings.playground:
+        from openai_frontend import playground
+
+        app.include_router(playground.router)
 
     def answer(request: Request, err: OpenAIError) -> JSONResponse:
         metrics.error(request.url.path, err.code)
@@ -104,4 +122,5 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
         return answer(request, from_exception(exc))
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log line of a request has its id
     return app

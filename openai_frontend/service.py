@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -176,6 +177,9 @@ class Service:
         if infos:
             self.metrics.videos.inc(len(infos))
             self.metrics.frames.inc(sum(int(i.get("num_frames", 0)) for i in infos))
+            for info in infos:
+                if info.get("cache") in ("hit", "miss", "off"):
+                    self.metrics.media_cache.labels(result=info["cache"]).inc()
         if images:
             self.metrics.images.inc(len(images))
         return LlmRequest(
@@ -196,11 +200,13 @@ class Service:
         lists = [i for i, d in enumerate(data) if isinstance(d, FrameList)]
         per_video: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
         if containers:
+            started = time.perf_counter()
             try:
                 packed, infos = await self.backend.media([data[i] for i in containers],  # type: ignore[misc]
                                                          [options[i] for i in containers])
             except PipelineError as exc:
                 raise self._media_error(exc, [refs[i] for i in containers]) from None
+            self.metrics.media_duration.observe(time.perf_counter() - started)
             if not lists:  # the common case: the media model's packing is already the answer
                 return packed, infos
             shapes = [(int(i["num_frames"]), int(i["height"]), int(i["width"])) for i in infos]

@@ -21,7 +21,7 @@ ENV_PREFIX = "VLT_"
 
 _MIB = 1024 * 1024
 # Settings where 0 means "off" rather than a mistake.
-_ZERO_OK = {"files_ttl_s", "max_context_tokens"}
+_ZERO_OK = {"files_ttl_s", "max_context_tokens", "videos_ttl_s"}
 
 
 def _setting(default: Any, doc: str) -> Any:
@@ -94,8 +94,18 @@ class Settings:
     files_scope_header: str = _setting(
         "", "request header naming the tenant whose files a request sees (others get 404); empty: one shared scope"
     )
-    files_sweep_s: float = _setting(60.0, "seconds between sweeps of expired files")
+    files_sweep_s: float = _setting(60.0, "seconds between sweeps of expired files (and expired video jobs)")
+    videos_concurrency: int = _setting(1, "video generations run at once (jobs and /v1/videos/sync); more wait")
+    videos_max_queued: int = _setting(64, "most video generations waiting to run; more are refused with 429")
+    videos_ttl_s: int = _setting(86400, "seconds a finished video job and its mp4 are kept; 0: forever")
+    videos_cancel_timeout_s: float = _setting(
+        10.0, "most seconds DELETE /v1/videos/{id} waits for a running generation to stop"
+    )
     log_level: str = _setting("info", "log level of the shim (debug, info, warning, error)")
+    log_format: str = _setting(
+        "text", "log lines of the shim and the Triton models it starts: text or json (one object per line)"
+    )
+    playground: bool = _setting(False, "serve the web playground (upload or link a video, ask, generate) at /playground")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -107,6 +117,8 @@ class Settings:
                 raise ValueError(f"setting {f.name} must be positive, got {value!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ValueError(f"setting log_level must be debug|info|warning|error, got {self.log_level!r}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"setting log_format must be text|json, got {self.log_format!r}")
         for name, parse in (("allowed_media_networks", parse_allow_rules), ("allowed_media_domains", parse_domains)):
             try:
                 parse(getattr(self, name))

@@ -11,12 +11,20 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   echo "setup: $VENV is up to date"; exit 0
 fi
 start=$(date +%s)
+# Headless Chromium for the playground's browser test (tests/e2e/test_playground.py), from Debian, only
+# where it is missing and apt is there (as root); elsewhere that test skips and says why.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+    || echo "setup: could not install chromium with apt; the playground browser test will skip"
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
 pip install -q --upgrade "pip<25" wheel
 # torch first, pinned: any other torch requirement would pull GBs of CUDA wheels.
 pip install -q torch==2.13.0
 pip install -q -r requirements/cpu.txt
+pip install -q -r requirements/generation.txt
 # After everything else, on purpose over declared pins (see the file).
 pip install -q -r requirements/numpy.txt
 # tritonserver 2.51 + python backend binaries; pytriton's own Python deps are not used.

@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = ROOT / "model_repository"
 TINY_MODEL = ROOT / ".tiny" / "qwen2_vl"  # model_repository/llm/1/model.json points here
-ALL_MODELS = ["video_decoder", "video_preprocessor", "video_media", "llm", "video_llm"]
+TINY_WAN = ROOT / ".tiny" / "wan"  # model_repository/video_generator/1/pipeline.json points here
+ALL_MODELS = ["video_decoder", "video_preprocessor", "video_media", "llm", "video_llm", "video_generator"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,7 +46,15 @@ def tiny_model() -> Path:
 
 
 @pytest.fixture(scope="session")
-def triton(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator:
+def tiny_wan() -> Path:
+    """The tiny random-weight Wan pipeline (diffusers), built offline in seconds."""
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_wan.py"), "--out", str(TINY_WAN)], check=True)
+    return TINY_WAN
+
+
+@pytest.fixture(scope="session")
+def triton(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+           tiny_wan: Path) -> Iterator:
     """A real tritonserver on free loopback ports with every model of the repository loaded."""
     from video_pipeline.launch import TritonServer
 
@@ -164,7 +173,7 @@ def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory
 
     media_dir = tmp_path_factory.mktemp("shim_media")
     settings = Settings(model_repository=str(MODEL_REPOSITORY), allowed_media_networks=f"127.0.0.1:{http_media.port}",
-                        follow_redirects=True,
+                        follow_redirects=True, playground=True,
                         allowed_local_media_path=str(media_dir), port=free_port(),
                         files_dir=str(tmp_path_factory.mktemp("shim_files")))
     app = create_app(settings, TritonBackend(triton.grpc_url, timeout_s=120))

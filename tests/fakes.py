@@ -96,6 +96,91 @@ class FakeBackend:
         self.closed = True
 
 
+# --- video generation -------------------------------------------------------------------------------
+
+def tiny_wan_capabilities(**changes: Any) -> Any:
+    """What the tiny Wan pipeline (model_repository/video_generator/1/pipeline.json) says it takes."""
+    from video_pipeline.generation.params import Capabilities
+
+    caps = {
+        "model": "tiny-wan", "text_to_video": True, "image_to_video": True,
+        "supported": ("flow_shift", "guidance_scale", "negative_prompt", "num_inference_steps"),
+        "call_parameters": ("attention_kwargs", "max_sequence_length"), "size_multiple": 32, "frame_step": 4,
+        "min_size": 32, "max_width": 512, "max_height": 512, "max_frames": 65, "max_inference_steps": 100,
+        "default_width": 64, "default_height": 64, "default_num_frames": 9, "default_fps": 16,
+        "default_inference_steps": 4,
+    }
+    return Capabilities(**{**caps, **changes})
+
+
+@dataclass
+class FakeVideoBackend:
+    """An in-memory :class:`~openai_frontend.videos.backend.VideoBackend`: one progress event per step
+    (``step_s`` apart), then a real mp4 of solid frames of the requested size, count and fps.
+
+    ``hold`` (an :class:`asyncio.Event` made on first use when ``hold_at`` is set) stops a generation
+    after ``hold_at`` steps until it is set; ``error`` fails every generation.
+    """
+
+    capabilities_: Any = None
+    step_s: float = 0.0
+    hold_at: int | None = None
+    error: BaseException | None = None
+    available: bool = True
+    requests: list[Any] = field(default_factory=list)
+    finished: int = 0
+    closed_early: int = 0  # cancelled, or failed
+
+    def __post_init__(self) -> None:
+        self.capabilities_ = self.capabilities_ or tiny_wan_capabilities()
+        self.released: asyncio.Event | None = None
+
+    async def capabilities(self) -> Any:
+        from video_pipeline.errors import EngineUnavailable
+
+        if not self.available:
+            raise EngineUnavailable("tritonserver cannot serve the request: video_generator is not ready")
+        return self.capabilities_
+
+    def release(self) -> None:
+        """Lets held generations go on; callable from any thread (tests run apps on their own loop)."""
+        self.hold_at = None
+        if self.released is not None:
+            self._loop.call_soon_threadsafe(self.released.set)
+
+    async def generate(self, request: Any) -> AsyncIterator[Any]:
+        from openai_frontend.videos.backend import VideoEvent
+        from video_pipeline.generation.encode import encode_mp4
+
+        self.requests.append(request)
+        p = request.params
+        done = False
+        try:
+            if self.error is not None:
+                raise self.error
+            yield VideoEvent(0, p.num_inference_steps, "started")
+            for step in range(1, p.num_inference_steps + 1):
+                if self.hold_at is not None and step > self.hold_at:
+                    if self.released is None:
+                        self.released, self._loop = asyncio.Event(), asyncio.get_running_loop()
+                    await self.released.wait()
+                await asyncio.sleep(self.step_s)
+                yield VideoEvent(step, p.num_inference_steps, "decoding" if step == p.num_inference_steps
+                                 else "denoising")
+            frames = np.full((p.num_frames, p.height, p.width, 3), p.seed % 256, dtype=np.uint8)
+            video = await asyncio.to_thread(encode_mp4, frames, p.fps)
+            info = {"width": p.width, "height": p.height, "num_frames": p.num_frames, "fps": p.fps, "seed": p.seed,
+                    "seconds": f"{p.num_frames / p.fps:g}", "image_to_video": request.image is not None,
+                    "inference_s": 0.01}
+            done = True
+            yield VideoEvent(p.num_inference_steps, p.num_inference_steps, "", video, info)
+        finally:
+            if done:
+                self.finished += 1
+            else:
+                self.closed_early += 1
+
+
 class FakeDns:
     """A resolver for media hosts: ``{host: [first answer, second answer, ...]}`` (the last one repeats),
     recording the hosts it was asked for."""

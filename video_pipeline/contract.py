@@ -36,6 +36,14 @@ NUM_INPUT_TOKENS = "num_input_tokens"  # UINT32 [1]: prompt tokens
 NUM_OUTPUT_TOKENS = "num_output_tokens"  # UINT32 [1]: tokens generated so far for this choice
 NUM_VIDEO_TOKENS = "num_video_tokens"  # UINT32 [1]: prompt tokens that stand for video
 
+# video_generator: a diffusers text/image-to-video pipeline (video_pipeline.generation).
+PROMPT = "prompt"  # BYTES [1]: what to generate
+GENERATION_PARAMETERS = "generation_parameters"  # BYTES [1]: JSON (width, height, num_frames, fps, seed, ...)
+DESCRIBE = "describe"  # BOOL [1]: alone: answer the model's capabilities JSON in generation_info
+STEP = "step"  # UINT32 [1]: denoising steps done so far
+NUM_STEPS = "num_steps"  # UINT32 [1]: denoising steps in all
+GENERATION_INFO = "generation_info"  # BYTES [1]: JSON: stage while running; the video's facts at the end
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -120,6 +128,25 @@ LLM = ModelContract(
 
 _MEDIA_INPUTS = VIDEO_DECODER.inputs
 
+# Decoupled: progress responses (step i of n) while denoising, then one holding the mp4 in `video`.
+VIDEO_GENERATOR = ModelContract(
+    name="video_generator",
+    inputs=(
+        Tensor(PROMPT, "TYPE_STRING", (1,), optional=True),
+        Tensor(GENERATION_PARAMETERS, "TYPE_STRING", (1,), optional=True),
+        Tensor(IMAGE, "TYPE_STRING", (1,), optional=True),
+        Tensor(ABORT_REQUEST_ID, "TYPE_STRING", (1,), optional=True),
+        Tensor(DESCRIBE, "TYPE_BOOL", (1,), optional=True),
+    ),
+    outputs=(
+        Tensor(VIDEO, "TYPE_STRING", (1,)),
+        Tensor(STEP, "TYPE_UINT32", (1,)),
+        Tensor(NUM_STEPS, "TYPE_UINT32", (1,)),
+        Tensor(GENERATION_INFO, "TYPE_STRING", (1,)),
+    ),
+    decoupled=True,
+)
+
 VIDEO_MEDIA = ModelContract(
     name="video_media",
     inputs=_MEDIA_INPUTS,
@@ -136,7 +163,7 @@ VIDEO_LLM = ModelContract(
 )
 
 MODELS: dict[str, ModelContract] = {
-    m.name: m for m in (VIDEO_DECODER, VIDEO_PREPROCESSOR, LLM, VIDEO_MEDIA, VIDEO_LLM)
+    m.name: m for m in (VIDEO_DECODER, VIDEO_PREPROCESSOR, LLM, VIDEO_MEDIA, VIDEO_LLM, VIDEO_GENERATOR)
 }
 
 

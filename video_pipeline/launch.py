@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 # Loading an ensemble loads its steps; listed anyway so each one's readiness is awaited.
-DEFAULT_MODELS = ("video_decoder", "video_preprocessor", "video_media", "llm", "video_llm")
+DEFAULT_MODELS = ("video_decoder", "video_preprocessor", "video_media", "llm", "video_llm", "video_generator")
 
 
 class LaunchError(RuntimeError):

@@ -7,16 +7,20 @@ Media tensors carry N >= 0 videos packed (:mod:`video_pipeline.media.packing`).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from video_pipeline import contract as C
+from video_pipeline.cache import CacheObserver, Entry, MediaCache, cache_key, content_hash, default_root
 from video_pipeline.errors import InvalidInput, MediaTooLarge
-from video_pipeline.media.decode import decode_video
-from video_pipeline.media.options import DecodeLimits, VideoOptions
+from video_pipeline.media.decode import DecodedVideo, decode_video
+from video_pipeline.media.options import DEFAULT_FPS, DecodeLimits, VideoOptions
 from video_pipeline.media.packing import pack, split, unpack
 from video_pipeline.media.preprocess import preprocess
 
@@ -29,6 +33,10 @@ _DEFAULTABLE = ("fps", "max_frames", "min_pixels", "max_pixels", "patch_factor")
 _BOUNDS = ("model_min_pixels", "model_max_pixels")
 # Keys Triton itself reads from a model's parameters.
 _TRITON_KEYS = {"EXECUTION_ENV_PATH"}
+# The decoder's media cache (video_pipeline.cache): its size (0: off) and folder ("": one per server in /dev/shm).
+_CACHE_KEYS = ("cache_max_bytes", "cache_dir")
+# Limits that only bound effort, never change what a decode returns: left out of cache keys.
+_EFFORT_ONLY = ("decode_timeout_s", "threads")
 
 
 def as_bytes_list(arr: np.ndarray | None, name: str) -> list[bytes]:
@@ -111,15 +119,26 @@ def video_options(
 
 
 class DecoderStep:
-    """``video_decoder``: N containers -> packed sampled RGB frames, timestamps, metadata."""
+    """``video_decoder``: N containers -> packed sampled RGB frames, timestamps, metadata.
 
-    def __init__(self, params: dict[str, str]) -> None:
+    With ``cache_max_bytes`` > 0 each video's output is kept in a :class:`MediaCache` shared
+    by every decoder instance, keyed by the sha256 of its bytes and all the options that
+    decide the output; each video's metadata says ``cache`` (``hit``/``miss``/``off``) and
+    ``cache_key`` (the key, also the identity the preprocessor derives vLLM's uuid from).
+    """
+
+    def __init__(self, params: dict[str, str], observer: CacheObserver | None = None) -> None:
         check_params(
-            params, {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE} | set(_BOUNDS)
+            params,
+            {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE} | set(_BOUNDS)
+            | set(_CACHE_KEYS),
         )
         self.limits = DecodeLimits.from_params(params)
         self.defaults = _option_defaults(params)
         self.bounds = pixel_bounds(params)
+        self.cache = _cache(params, observer)
+        limits = {k: v for k, v in asdict(self.limits).items() if k not in _EFFORT_ONLY}
+        self._key_base = {"decoder": decoder_version(), "limits": limits}
 
     def __call__(self, inputs: Inputs) -> Outputs:
         videos = as_bytes_list(inputs.get(C.VIDEO), C.VIDEO)
@@ -130,7 +149,7 @@ class DecoderStep:
         decoded = []
         for i, (data, opts) in enumerate(zip(videos, options, strict=True)):
             try:
-                decoded.append(decode_video(data, opts, self.limits))
+                decoded.append(self._decode(data, opts))
             except InvalidInput as exc:
                 if len(videos) > 1:
                     raise type(exc)(f"video {i}: {exc}") from None
@@ -148,6 +167,68 @@ class DecoderStep:
             ),
             C.VIDEO_METADATA: json_tensor(metadata),
         }
+
+    def _decode(self, data: bytes, opts: VideoOptions) -> DecodedVideo:
+        if not data:
+            return decode_video(data, opts, self.limits)  # the decoder's own "empty" error
+        opts.check_limits(self.limits)  # a request over budget is refused, cached or not
+        key = cache_key(self._key_base, content_hash(data), _canonical(opts))
+
+        def compute() -> Entry:
+            video = decode_video(data, opts, self.limits)
+            return Entry({"frames": video.frames, "timestamps": video.timestamps,
+                          "frame_indices": video.frame_indices}, video.metadata)
+
+        entry, status = self.cache.get_or_compute(key, compute)
+        return DecodedVideo(
+            frames=np.asarray(entry.arrays["frames"]),
+            timestamps=np.asarray(entry.arrays["timestamps"]),
+            frame_indices=np.asarray(entry.arrays["frame_indices"]),
+            metadata={**entry.meta, "cache": status, "cache_key": key},
+        )
+
+    def close(self) -> None:
+        """At model unload: the last decoder instance removes the per-server cache folder."""
+        self.cache.close()
+
+
+def _canonical(opts: VideoOptions) -> dict[str, Any]:
+    """The options as a cache key sees them: every field, with the default sampling spelled out,
+    so {} and {"fps": 2} (the same decode) share an entry and nothing that differs does."""
+    out = opts.to_dict()
+    if opts.num_frames is None and opts.fps is None:
+        out["fps"] = DEFAULT_FPS
+    if opts.mode != "keyframe":
+        out["keyframe_tolerance"] = None  # only keyframe mode reads it
+    return out
+
+
+def _cache(params: dict[str, str], observer: CacheObserver | None) -> MediaCache:
+    raw = params.get("cache_max_bytes") or "0"
+    try:
+        max_bytes = int(raw)
+    except ValueError:
+        raise InvalidInput(f"cache_max_bytes must be an integer number of bytes, got {raw!r}") from None
+    if max_bytes < 0:
+        raise InvalidInput(f"cache_max_bytes must be >= 0 (0 turns the cache off), got {max_bytes}")
+    folder = params.get("cache_dir") or ""
+    return MediaCache(Path(folder) if folder else default_root(), max_bytes, owned=not folder, observer=observer)
+
+
+@functools.cache
+def decoder_version() -> str:
+    """What decides a decode besides its input and options: our media code and PyAV/FFmpeg's
+    versions. Part of every cache key, so a persistent cache folder never serves output an
+    older decoder made."""
+    import av
+
+    from video_pipeline.media import decode, options, resize, sampling
+
+    digest = hashlib.sha256()
+    for module in (decode, sampling, options, resize):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    digest.update(json.dumps([av.__version__, av.library_versions], default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 class PreprocessorStep:

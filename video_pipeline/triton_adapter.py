@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils  # injected by the stub
 
+from video_pipeline import log_format
 from video_pipeline.contract import MODELS, ModelContract
 from video_pipeline.errors import PipelineError
 
@@ -38,6 +40,14 @@ def triton_error(exc: BaseException) -> Any:
         code = getattr(pb_utils.TritonError, exc.triton_code, pb_utils.TritonError.INTERNAL)
         return pb_utils.TritonError(str(exc), code)
     return pb_utils.TritonError(f"internal error ({type(exc).__name__})", pb_utils.TritonError.INTERNAL)
+
+
+def request_id_of(request: Any) -> str:
+    """The client's request id (the shim sends its X-Request-Id; ensembles pass it to their steps)."""
+    try:
+        return request.request_id() or ""
+    except Exception:  # noqa: BLE001 - ids are for logs only
+        return ""
 
 
 def read_inputs(request: Any, contract: ModelContract) -> Inputs:
@@ -68,7 +78,7 @@ class StepModel:
         raise NotImplementedError
 
     def initialize(self, args: dict[str, Any]) -> None:
-        logging.basicConfig(level=logging.INFO)
+        log_format.configure("INFO")  # VLT_LOG_FORMAT (text|json), like the shim
         self.contract = MODELS[self.contract_name]
         try:
             self.step = self.make_step(model_parameters(args))
@@ -79,17 +89,72 @@ class StepModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
         for request in requests:
+            request_id = request_id_of(request)
+            started = time.perf_counter()
             try:
                 outputs = self.step(read_inputs(request, self.contract))
                 responses.append(make_response(outputs, self.contract))
+                _log_done(self.contract_name, request_id, started)
             except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
                 if not isinstance(exc, PipelineError):
-                    logger.exception("%s: unexpected error", self.contract_name)
+                    logger.exception("%s: unexpected error", self.contract_name, extra={"request_id": request_id})
+                _log_done(self.contract_name, request_id, started, exc)
                 responses.append(pb_utils.InferenceResponse(error=triton_error(exc)))
         return responses
 
     def finalize(self) -> None:
-        pass
+        close = getattr(self.step, "close", None)  # steps holding resources (the decoder's cache)
+        if close is not None:
+            close()
+
+
+class CacheMetrics:
+    """Custom metrics of a step's media cache on Triton's metrics endpoint (port 8002).
+
+    Every instance of a model uses the same families and labels, so the counters add up over
+    instances; the byte and entry gauges describe the folder the instances share.
+    """
+
+    def __init__(self, model: str) -> None:
+        labels = {"model": model}
+        self._families: list[Any] = []  # a family must outlive its metrics, or setting them fails
+
+        def metric(name: str, description: str, kind: Any) -> Any:
+            family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+            self._families.append(family)
+            return family.Metric(labels=labels)
+
+        counter, gauge = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE
+        self._hits = metric("vlt_media_cache_hits_total", "Videos served from the media cache", counter)
+        self._misses = metric("vlt_media_cache_misses_total", "Videos decoded and stored in the media cache", counter)
+        self._evictions = metric("vlt_media_cache_evictions_total",
+                                 "Media cache entries removed to make room (least recently used)", counter)
+        self._bytes = metric("vlt_media_cache_bytes", "Bytes held by the media cache", gauge)
+        self._entries = metric("vlt_media_cache_entries", "Entries held by the media cache", gauge)
+
+    def hit(self) -> None:
+        self._hits.increment(1)
+
+    def miss(self) -> None:
+        self._misses.increment(1)
+
+    def evicted(self, entries: int) -> None:
+        self._evictions.increment(entries)
+
+    def size(self, nbytes: int, entries: int) -> None:
+        self._bytes.set(nbytes)
+        self._entries.set(entries)
+
+
+def _log_done(model: str, request_id: str, started: float, error: BaseException | None = None) -> None:
+    """One line per request and model: the id that ties it to the shim's log, the time, the outcome."""
+    ms = round((time.perf_counter() - started) * 1000, 1)
+    extra = {"request_id": request_id, "model": model, "duration_ms": ms}
+    if error is None:
+        logger.info("%s: request %s done in %.1f ms", model, request_id or "-", ms, extra=extra)
+    else:
+        logger.info("%s: request %s failed in %.1f ms: %s", model, request_id or "-", ms, error,
+                    extra={**extra, "error": type(error).__name__})
 
 
 class ResponseSink:
@@ -104,6 +169,8 @@ class ResponseSink:
         self._request = request
         self._sender = request.get_response_sender()
         self._closed = False
+        self.request_id = request_id_of(request)
+        self._started = time.perf_counter()
 
     def send(self, outputs: Outputs) -> None:
         if not self._closed:
@@ -113,6 +180,7 @@ class ResponseSink:
         if self._closed:
             return
         self._closed = True
+        _log_done(self._model.contract_name, self.request_id, self._started)
         response = None if outputs is None else make_response(outputs, self._model.contract)
         self._model._outbox.put((self._sender, response, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
 
@@ -121,7 +189,9 @@ class ResponseSink:
             return
         self._closed = True
         if not isinstance(exc, PipelineError):
-            logger.error("%s: unexpected error", self._model.contract_name, exc_info=exc)
+            logger.error("%s: unexpected error", self._model.contract_name, exc_info=exc,
+                         extra={"request_id": self.request_id})
+        _log_done(self._model.contract_name, self.request_id, self._started, exc)
         response = pb_utils.InferenceResponse(error=triton_error(exc))
         self._model._outbox.put((self._sender, response, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
 
@@ -154,7 +224,7 @@ class DecoupledModel:
         import queue
         import threading
 
-        logging.basicConfig(level=logging.INFO)
+        log_format.configure("INFO")
         self.contract = MODELS[self.contract_name]
         self.model_name = json.loads(args["model_config"])["name"]
         try:
@@ -194,7 +264,7 @@ class DecoupledModel:
                 sink.fail(EngineUnavailable("the inference engine is not healthy"))
                 continue
             try:
-                self.handler.submit(read_inputs(request, self.contract), request.request_id() or "", sink)
+                self.handler.submit(read_inputs(request, self.contract), sink.request_id, sink)
             except Exception as exc:  # noqa: BLE001 - this request's error only
                 sink.fail(exc)
         return None

@@ -22,6 +22,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from openai_frontend.backend.base import Delta, LlmRequest
+from openai_frontend.logging_config import current_request_id
 from video_pipeline import contract as C
 from video_pipeline.errors import (
     EngineUnavailable,
@@ -168,8 +169,9 @@ class TritonBackend:
 
     async def media(self, videos: list[bytes], options: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict]]:
         try:
+            # The HTTP request's id (X-Request-Id): Triton hands it to the ensemble's steps, whose logs show it.
             result = await self.client.infer(C.VIDEO_MEDIA.name, media_inputs(videos, options),
-                                             client_timeout=self.timeout_s)
+                                             client_timeout=self.timeout_s, request_id=current_request_id())
         except InferenceServerException as exc:
             raise error_from_status(exc.status(), exc.message()) from None
         frames = result.as_numpy(C.VIDEO_FRAMES)

@@ -9,7 +9,14 @@ Accepted, as vLLM and LMDeploy take them (in the body, or via the OpenAI SDK's
   LMDeploy does (``{"video": {...}, "image": {...}}``);
 - per part: ``start`` / ``end`` seconds, on the part or inside ``video_url``.
 
-Precedence: the part's window, then media_io_kwargs, then mm_processor_kwargs.
+Nothing a client sets is dropped: settings from both objects are combined, and
+one setting given twice with different values (``media_io_kwargs.video.fps`` 2 and
+``mm_processor_kwargs.fps`` 1, or ``min_pixels`` beside ``size.shortest_edge``) is
+a 400 naming both. ``num_frames`` with ``fps`` is the video_options rule: fps
+sampling capped at num_frames (whichever gives fewer frames, as vLLM's loader).
+``num_frames: -1`` (vLLM: "every frame") means our default fps sampling. A part's
+``start``/``end`` are its own keys and apply on top. Every answer's
+``video_plan`` shows the sampling that applied, defaults included.
 Image budgets are accepted but not applied: images reach the engine encoded and
 its processor sizes them with the model's defaults.
 """
@@ -51,18 +58,20 @@ def video_defaults(media_io_kwargs: Any, mm_processor_kwargs: Any) -> dict[str, 
         raise bad_request(f"media_io_kwargs takes 'video' (and 'image'), got {unknown}", "media_io_kwargs")
     video_io = _object(io.get("video"), "media_io_kwargs.video")
     _check_keys(video_io, set(_IO_VIDEO_KEYS) | _IO_VIDEO_IGNORED, "media_io_kwargs.video")
-    sampling = {ours: video_io[k] for k, ours in _IO_VIDEO_KEYS.items() if video_io.get(k) is not None}
-    if sampling:
-        # Sampling given here replaces any the processor kwargs named (vLLM's precedence:
-        # fps and num_frames interact, so a request that names one means it alone).
-        for key in ("num_frames", "fps"):
-            out.pop(key, None)
-        out.update(sampling)
+    for key, value in video_io.items():
+        if key not in _IO_VIDEO_KEYS or value is None:
+            continue
+        _check_number(key, value, "media_io_kwargs.video")
+        ours = _IO_VIDEO_KEYS[key]
+        if ours in out and out[ours] != value:
+            raise OpenAIError(400, f"media_io_kwargs.video.{key} is {value!r} but {where}.{ours} is {out[ours]!r}; "
+                              "give it once", param=f"media_io_kwargs.video.{key}", code="conflicting_parameters")
+        out[ours] = value
     # vLLM's "-1 = every frame" for num_frames: our default fps sampling with its cap is the closest.
     if out.get("num_frames") == -1:
         out.pop("num_frames")
     for key, value in out.items():
-        _check_number(key, value, where if key in proc else "media_io_kwargs.video")
+        _check_number(key, value, where)
     return out
 
 
@@ -90,10 +99,13 @@ def _processor_video(proc: dict[str, Any], where: str) -> dict[str, Any]:
         # transformers' newer spelling of the pixel budget
         size = _object(size, f"{where}.size")
         _check_keys(size, {"shortest_edge", "longest_edge"}, f"{where}.size")
-        if size.get("shortest_edge") is not None:
-            out.setdefault("min_pixels", size["shortest_edge"])
-        if size.get("longest_edge") is not None:
-            out.setdefault("max_pixels", size["longest_edge"])
+        for edge, ours in (("shortest_edge", "min_pixels"), ("longest_edge", "max_pixels")):
+            if size.get(edge) is None:
+                continue
+            if out.get(ours) is not None and out[ours] != size[edge]:
+                raise OpenAIError(400, f"{where}.size.{edge} is {size[edge]!r} but {where}.{ours} is {out[ours]!r}; "
+                                  "give the budget once", param=f"{where}.size.{edge}", code="conflicting_parameters")
+            out[ours] = size[edge]
     return out
 
 

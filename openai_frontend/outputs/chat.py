@@ -4,6 +4,11 @@ Stream: a role chunk per choice, content chunks, a finish chunk per choice
 (empty delta + finish_reason), then with ``stream_options.include_usage`` a
 last chunk with ``choices: []`` and the usage (every other chunk then carries
 ``"usage": null``), then ``data: [DONE]``.
+
+Our extension: a request with videos gets ``video_plan`` (see
+:mod:`openai_frontend.outputs.plan`) beside ``usage`` in the completion and in
+the stream's usage chunk; ``dry_run`` answers the plan and the video token count
+without running the model (:func:`dry_run_body`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from openai_frontend.backend.base import Delta
 from openai_frontend.errors import from_exception
+from openai_frontend.outputs.plan import video_plan, video_tokens
 from openai_frontend.service import Completion, Service, Usage
 from openai_frontend.sse import DONE, data_event
 
@@ -29,8 +35,10 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
-def completion_body(request_id: str, created: int, model: str, completion: Completion) -> dict[str, Any]:
-    return {
+def completion_body(request_id: str, created: int, model: str, completion: Completion,
+                    infos: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The chat.completion object; ``infos`` (the request's video_info) add its ``video_plan``."""
+    return _with_plan({
         "id": request_id,
         "object": "chat.completion",
         "created": created,
@@ -46,7 +54,34 @@ def completion_body(request_id: str, created: int, model: str, completion: Compl
             for c in completion.choices
         ],
         "usage": usage_body(completion.usage),
+    }, infos)
+
+
+def dry_run_body(request_id: str, created: int, model: str, infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """A dry run's answer: no choices, the videos' plan and token cost. The model did not run, so
+    the text's tokens are not counted: ``prompt_tokens`` and ``total_tokens`` are null."""
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": None,
+            "completion_tokens": 0,
+            "total_tokens": None,
+            "prompt_tokens_details": {"video_tokens": video_tokens(infos)},
+        },
+        "dry_run": True,
+        "video_plan": video_plan(infos),
     }
+
+
+def _with_plan(body: dict[str, Any], infos: list[dict[str, Any]] | None) -> dict[str, Any]:
+    if infos:
+        body["video_plan"] = video_plan(infos)
+    return body
 
 
 @dataclass(frozen=True)
@@ -59,6 +94,7 @@ class ChunkStream:
     include_usage: bool
     continuous_usage: bool
     created: int
+    infos: list[dict[str, Any]] | None = None  # the request's video_info: the usage chunk's video_plan
 
     def chunk(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> bytes:
         body: dict[str, Any] = {
@@ -113,7 +149,7 @@ class ChunkStream:
             "choices": [],
             "usage": usage_body(usage),
         }
-        return data_event(body)
+        return data_event(_with_plan(body, self.infos))
 
 
 def now() -> int:

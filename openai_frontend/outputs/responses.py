@@ -5,6 +5,10 @@ response.content_part.added, response.output_text.delta..., response.output_text
 response.content_part.done, response.output_item.done, then response.completed
 (or response.incomplete when max_output_tokens cut the answer short). Every
 event carries a ``sequence_number``. No ``[DONE]``: the Responses API has none.
+
+Our extension: a request with videos gets ``video_plan`` (see
+:mod:`openai_frontend.outputs.plan`) on the response object; ``dry_run``
+answers the plan and the video token count without running the model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from openai_frontend.backend.base import Delta
 from openai_frontend.errors import from_exception
+from openai_frontend.outputs.plan import video_plan, video_tokens
 from openai_frontend.schemas.responses import ResponsesRequest
 from openai_frontend.service import Completion, Service, Usage
 from openai_frontend.sse import named_event
@@ -51,6 +56,7 @@ class ResponseBuilder:
     model: str
     message_id: str
     created_at: int = field(default_factory=lambda: int(time.time()))
+    infos: list[dict[str, Any]] | None = None  # the request's video_info: the response's video_plan
 
     def message(self, text: str | None, status: str) -> dict[str, Any]:
         content = [] if text is None else [_text_part(text)]
@@ -86,7 +92,24 @@ class ResponseBuilder:
             "usage": None if usage is None else usage_body(usage),
             "user": r.user,
             "metadata": r.metadata or {},
+            **({"video_plan": video_plan(self.infos)} if self.infos else {}),
         }
+
+    def dry_run(self) -> dict[str, Any]:
+        """A dry run's answer: no output, the videos' plan and token cost. The model did not run,
+        so the text's tokens are not counted: ``input_tokens`` and ``total_tokens`` are null."""
+        infos = self.infos or []
+        body = self.body(status="completed", output=[])
+        body["usage"] = {
+            "input_tokens": None,
+            "input_tokens_details": {"cached_tokens": 0, "video_tokens": video_tokens(infos)},
+            "output_tokens": 0,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": None,
+        }
+        body["dry_run"] = True
+        body["video_plan"] = video_plan(infos)
+        return body
 
     def completed(self, completion: Completion) -> dict[str, Any]:
         choice = completion.choices[0]

@@ -8,6 +8,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from openai_frontend.logging_config import current_request_id
 from openai_frontend.outputs.responses import ResponseBuilder
 from openai_frontend.routers.common import check_model, scope_of, service_of
 from openai_frontend.schemas.common import read_json, validate
@@ -24,6 +25,7 @@ async def create_response(request: Request) -> Response:
     body = validate(ResponsesRequest, await read_json(request, service.settings.max_body_bytes))
     check_model(body.model, service)
     body.check_supported()
+    body.check_dry_run(body.stream)
     conversation = body.conversation()
     builder = ResponseBuilder(request=body, response_id=f"resp_{uuid.uuid4().hex}", model=service.model_name,
                               message_id=f"msg_{uuid.uuid4().hex}")
@@ -31,7 +33,10 @@ async def create_response(request: Request) -> Response:
     # Media fetching, decoding and generation all stop if the client leaves meanwhile.
     llm_request = await until_disconnected(request, service.prepare(
         conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
-        stream=body.stream, request_id=builder.response_id, scope=scope_of(request)))
+        stream=body.stream, request_id=current_request_id(), scope=scope_of(request)))
+    builder.infos = llm_request.infos
+    if body.dry_run:
+        return JSONResponse(builder.dry_run())
     if not body.stream:
         completion = await until_disconnected(request, service.complete(llm_request))
         return JSONResponse(builder.completed(completion))

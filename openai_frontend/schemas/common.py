@@ -43,6 +43,8 @@ class SamplingFields(Strict):
     # media knobs as vLLM/LMDeploy take them; see openai_frontend.media.options
     media_io_kwargs: dict[str, Any] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
+    # ours: decode the videos and answer their sampling plan and token cost, without the model
+    dry_run: bool | None = None
     # accepted, no effect here
     metadata: dict[str, Any] | None = None
     store: bool | None = None
@@ -52,6 +54,9 @@ class SamplingFields(Strict):
     SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("temperature", "top_p", "seed", "stop", "top_k", "min_p", "min_tokens", "presence_penalty",
                  "frequency_penalty", "repetition_penalty", "ignore_eos", "stop_token_ids", "skip_special_tokens",
                  "include_stop_str_in_output")
+
+    def check_dry_run(self, stream: bool) -> None:
+        refuse_if(bool(self.dry_run) and stream, "dry_run", "cannot be combined with stream: true")
 
     def video_defaults(self) -> dict[str, Any]:
         """Request-level ``video_options`` from media_io_kwargs / mm_processor_kwargs."""

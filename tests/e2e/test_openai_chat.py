@@ -271,13 +271,14 @@ def test_client_disconnect_mid_stream_aborts_generation_in_the_engine(shim, capl
     those. The engine's abort (by either route) is awaited over a few attempts."""
     caplog.set_level(logging.INFO, logger="openai_frontend")
     aborted = False
-    for _attempt in range(5):
+    for attempt in range(5):
+        # The engine knows the request by the shim's X-Request-Id (here the client's own).
+        request_id = f"disconnect-{attempt}-{time.monotonic_ns()}"
         stream_ = shim.client().chat.completions.create(
             model="tiny-qwen2-vl", messages=[{"role": "user", "content": "Talk for a long time."}], max_tokens=3000,
-            temperature=0, stream=True, extra_body={"ignore_eos": True})
-        got, request_id = 0, None
+            temperature=0, stream=True, extra_body={"ignore_eos": True}, extra_headers={"X-Request-Id": request_id})
+        got = 0
         for chunk in stream_:
-            request_id = chunk.id
             got += bool(chunk.choices and chunk.choices[0].delta.content)
             if got >= 3:
                 break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.fakes import FakeBackend
 from tests.frontend.conftest import MODEL, data_url, frame_list_url, png, sse_data
@@ -96,11 +97,27 @@ def test_chat_takes_lmdeploy_per_modality_processor_kwargs_when_nested(client, b
     assert backend.media_calls[0][1] == [{"min_pixels": 4096, "max_pixels": 262144, "num_frames": 16, "fps": 2}]
 
 
-def test_chat_lets_media_io_sampling_replace_processor_sampling_when_both_name_it(client, backend) -> None:
-    r = chat(client, messages=user(video(data_url(VIDEO_A))), mm_processor_kwargs={"fps": 1, "num_frames": 3,
+def test_chat_combines_media_io_and_processor_sampling_when_each_names_different_keys(client, backend) -> None:
+    # Nothing is dropped: fps from one object and num_frames from the other both apply (fps capped at num_frames).
+    r = chat(client, messages=user(video(data_url(VIDEO_A))), mm_processor_kwargs={"fps": 1,
              "size": {"shortest_edge": 3136, "longest_edge": 50176}}, media_io_kwargs={"video": {"num_frames": 8}})
     assert r.status_code == 200, r.text
-    assert backend.media_calls[0][1] == [{"num_frames": 8, "min_pixels": 3136, "max_pixels": 50176}]
+    assert backend.media_calls[0][1] == [{"fps": 1, "num_frames": 8, "min_pixels": 3136, "max_pixels": 50176}]
+
+
+@pytest.mark.parametrize(("proc", "io", "param"), [
+    ({"num_frames": 3}, {"num_frames": 8}, "media_io_kwargs.video.num_frames"),
+    ({"fps": 1}, {"fps": 2}, "media_io_kwargs.video.fps"),
+    ({"min_pixels": 3136, "size": {"shortest_edge": 6272}}, {}, "mm_processor_kwargs.size.shortest_edge"),
+])
+def test_chat_refuses_one_setting_given_twice_when_the_values_differ(client, backend, proc, io, param) -> None:
+    r = chat(client, messages=user(video(data_url(VIDEO_A))), mm_processor_kwargs=proc,
+             media_io_kwargs={"video": io})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param
+    assert r.json()["error"]["code"] == "conflicting_parameters" and not backend.media_calls
+    same = chat(client, messages=user(video(data_url(VIDEO_A))), mm_processor_kwargs={"fps": 2},
+                media_io_kwargs={"video": {"fps": 2}})
+    assert same.status_code == 200, same.text  # the same value twice is no conflict
 
 
 def test_chat_decodes_a_jpeg_frame_list_in_the_shim_when_given_data_video_jpeg(client, backend) -> None:

@@ -133,6 +133,22 @@ def multi_modal_data(request: GenerationRequest) -> dict[str, list[Any]]:
     return data
 
 
+def multi_modal_uuids(request: GenerationRequest) -> dict[str, list[str | None]] | None:
+    """``multi_modal_uuids`` for vLLM: each video's ``uuid`` from its metadata, or None.
+
+    The media pipeline derives a video's uuid from the sha256 of its bytes and every option
+    that decides its frames (video_preprocessor's ``video_info.uuid``), so vLLM keys its
+    processor and prefix caches by it instead of hashing the frames again, and a repeated
+    video reuses that work. A video without one (a frame list, a client's own frames) gets
+    None: vLLM hashes it as before. A client calling ``llm`` directly vouches for its uuids,
+    as with vLLM's own ``uuid`` content field.
+    """
+    uuids = [v.metadata.get("uuid") for v in request.videos]
+    if not any(isinstance(u, str) and u for u in uuids):
+        return None
+    return {"video": [u if isinstance(u, str) and u else None for u in uuids]}
+
+
 def resolve_chat_template(
     model: str, tokenizer: Any, *, revision: str | None, trust_remote_code: bool
 ) -> str | None:

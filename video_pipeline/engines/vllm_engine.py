@@ -14,6 +14,7 @@ from typing import Any
 from video_pipeline.engines.prompt import (
     MediaTokenIds,
     multi_modal_data,
+    multi_modal_uuids,
     render_prompt,
     resolve_chat_template,
 )
@@ -84,6 +85,9 @@ class VllmEngine:
         mm_data = multi_modal_data(request)
         if mm_data:
             prompt["multi_modal_data"] = mm_data
+            uuids = multi_modal_uuids(request)
+            if uuids:
+                prompt["multi_modal_uuids"] = uuids
         return prompt
 
     def sampling_params(self, request: GenerationRequest) -> Any:

@@ -5,7 +5,13 @@ Two passes over the container:
 1. **Index**: demux the video stream's packets without decoding them (cheap: no
    pixels) and keep only their timestamps and keyframe flags. This gives every
    frame's true presentation time (variable frame rate safe), the frame count
-   and the keyframe positions, with memory flat in video length.
+   and the keyframe positions, with memory flat in video length. With a time
+   window (``start``/``end``) only the window is indexed: seek to the keyframe
+   at or before ``start`` and stop demuxing shortly after ``end``, so a
+   10-second window of a 2-hour video costs about what a 10-second video does.
+   Frame indices inside a window are then timestamp x average frame rate:
+   exact for constant frame rate; for variable frame rate the index the frame
+   would have at a constant rate (its timestamp stays exact).
 2. **Decode**: for each run of samples, seek to the keyframe that starts its
    GOP and decode forward. Non-reference frames that are not samples are
    discarded by FFmpeg (``skip_frame=NONREF``) and only samples are converted to
@@ -35,7 +41,7 @@ import numpy as np
 from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge, UnsupportedMedia
 from video_pipeline.media.options import DecodeLimits, VideoOptions
 from video_pipeline.media.resize import fit_pixel_budget
-from video_pipeline.media.sampling import select_frames, snap_to_keyframes
+from video_pipeline.media.sampling import sampling_plan, select_frames, snap_to_keyframes
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,14 @@ class _Index:
     key: np.ndarray  # presentation order, bool
     has_pts: bool
     cost: np.ndarray  # presentation order: packets to decode from the GOP's keyframe to reach it
+    pts0: int | None = None  # the video's first presentation time (None: pts[0], the whole video is indexed)
+    rate: float = 0.0  # a window's average frame rate: frame index = round(time * rate)
+    total_frames: int | None = None  # frames in the whole video (None: len(pts))
+    duration: float | None = None  # of the whole video, seconds (None: from the indexed frames)
+
+    @property
+    def partial(self) -> bool:
+        return self.pts0 is not None
 
 
 class _Deadline:
@@ -83,77 +97,93 @@ def decode_video(
     limits = limits or DecodeLimits()
     options.check_limits(limits)
     deadline = _Deadline(limits.decode_timeout_s)
+    if options.start is not None or options.end is not None:
+        with _open(source, limits) as container:
+            stream = _video_stream(container, limits)
+            index = _build_window_index(container, stream, limits, deadline, options.start, options.end)
+            if index is not None:
+                return _decode_indexed(container, stream, index, options, limits, deadline)
     with _open(source, limits) as container:
         stream = _video_stream(container, limits)
         index = _build_index(container, stream, limits, deadline)
-        tb = stream.time_base or Fraction(1, 90000)
-        pts0 = int(index.pts[0])
-        times = (index.pts - pts0).astype(np.float64) * float(tb)
-        frame_duration = _frame_duration(stream, times)
-        chosen = select_frames(times, frame_duration, options)
-        snapped = np.zeros(len(chosen), dtype=bool)
-        if options.mode == "keyframe" and index.has_pts:
-            chosen, snapped = snap_to_keyframes(
-                times, chosen, np.flatnonzero(index.key), options.keyframe_tolerance,
-                cheap=np.flatnonzero(index.cost <= _CHEAP_DEPTH), cost=index.cost,
-            )
+        return _decode_indexed(container, stream, index, options, limits, deadline)
 
-        cc = stream.codec_context
 
-        def out_size(disp_h: int, disp_w: int) -> tuple[int, int]:
-            if options.resize:
-                return fit_pixel_budget(disp_h, disp_w, options.patch_factor, options.min_pixels, options.max_pixels)
-            return disp_h, disp_w
-
-        # The rotation is not known before a frame is decoded (see _Converter), but the budget
-        # can be checked now: fit_pixel_budget is symmetric, so a quarter turn keeps the area.
-        out_h, out_w = out_size(cc.height, cc.width)
-        nbytes = len(chosen) * out_h * out_w * 3
-        if nbytes > limits.max_output_bytes:
-            raise MediaTooLarge(
-                f"{len(chosen)} frames of {out_w}x{out_h} need {nbytes} bytes; "
-                f"the limit is {limits.max_output_bytes}"
-            )
-        conv = _Converter(len(chosen), cc.height, cc.width, out_size)
-        wanted = {int(index.pts[i]): k for k, i in enumerate(chosen)}
-        got = _decode_selected(container, stream, index, chosen, wanted, conv, limits, deadline)
-        if not got.all():
-            # Samples the seek path could not produce (no timestamps, open GOP, broken index).
-            if index.has_pts:
-                missing = {p: k for p, k in wanted.items() if not got[k]}
-            else:
-                missing = {int(i): k for k, i in enumerate(chosen)}
-            logger.info("seek path missed %d of %d samples; decoding sequentially", len(missing), len(chosen))
-            _decode_sequential(container, stream, missing, conv, got, deadline, by_order=not index.has_pts)
-        if conv.out is None or not got.any():
-            raise InvalidInput("no frame could be decoded: the video is corrupt or truncated")
-        frames = conv.out
-        if not got.all():
-            keep = np.flatnonzero(got)
-            frames, chosen, snapped = frames[keep], chosen[keep], snapped[keep]
-
-        metadata = {
-            "video_backend": "pyav",
-            "container": container.format.name,
-            "codec": cc.name,
-            "width": int(conv.disp_w),
-            "height": int(conv.disp_h),
-            "rotation": conv.rotation,
-            "fps": _fps(stream, times),
-            "duration": float(times[-1] + frame_duration),
-            "total_num_frames": len(times),
-            "frames_indices": [int(i) for i in chosen],
-            "output_width": int(conv.out_w),
-            "output_height": int(conv.out_h),
-            "mode": options.mode,
-            "keyframe_snapped": [bool(s) for s in snapped],
-        }
-        return DecodedVideo(
-            frames=frames,
-            timestamps=times[chosen].astype(np.float64),
-            frame_indices=chosen.astype(np.int64),
-            metadata=metadata,
+def _decode_indexed(
+    container: Any, stream: Any, index: _Index, options: VideoOptions, limits: DecodeLimits, deadline: _Deadline
+) -> DecodedVideo:
+    """The decode pass over an indexed stream (whole video or a window)."""
+    tb = stream.time_base or Fraction(1, 90000)
+    pts0 = int(index.pts[0]) if index.pts0 is None else index.pts0
+    times = (index.pts - pts0).astype(np.float64) * float(tb)
+    frame_duration = _frame_duration(stream, times)
+    chosen = select_frames(times, frame_duration, options)
+    snapped = np.zeros(len(chosen), dtype=bool)
+    if options.mode == "keyframe" and index.has_pts:
+        chosen, snapped = snap_to_keyframes(
+            times, chosen, np.flatnonzero(index.key), options.keyframe_tolerance,
+            cheap=np.flatnonzero(index.cost <= _CHEAP_DEPTH), cost=index.cost,
         )
+
+    cc = stream.codec_context
+
+    def out_size(disp_h: int, disp_w: int) -> tuple[int, int]:
+        if options.resize:
+            return fit_pixel_budget(disp_h, disp_w, options.patch_factor, options.min_pixels, options.max_pixels)
+        return disp_h, disp_w
+
+    # The rotation is not known before a frame is decoded (see _Converter), but the budget
+    # can be checked now: fit_pixel_budget is symmetric, so a quarter turn keeps the area.
+    out_h, out_w = out_size(cc.height, cc.width)
+    nbytes = len(chosen) * out_h * out_w * 3
+    if nbytes > limits.max_output_bytes:
+        raise MediaTooLarge(
+            f"{len(chosen)} frames of {out_w}x{out_h} need {nbytes} bytes; "
+            f"the limit is {limits.max_output_bytes}"
+        )
+    conv = _Converter(len(chosen), cc.height, cc.width, out_size)
+    wanted = {int(index.pts[i]): k for k, i in enumerate(chosen)}
+    got = _decode_selected(container, stream, index, chosen, wanted, conv, limits, deadline)
+    if not got.all():
+        # Samples the seek path could not produce (no timestamps, open GOP, broken index).
+        if index.has_pts:
+            missing = {p: k for p, k in wanted.items() if not got[k]}
+        else:
+            missing = {int(i): k for k, i in enumerate(chosen)}
+        logger.info("seek path missed %d of %d samples; decoding sequentially", len(missing), len(chosen))
+        _decode_sequential(container, stream, missing, conv, got, deadline, by_order=not index.has_pts)
+    if conv.out is None or not got.any():
+        raise InvalidInput("no frame could be decoded: the video is corrupt or truncated")
+    frames = conv.out
+    if not got.all():
+        keep = np.flatnonzero(got)
+        frames, chosen, snapped = frames[keep], chosen[keep], snapped[keep]
+
+    ordinals = _ordinals(index, times, chosen)  # frame index in the whole video
+    metadata = {
+        "video_backend": "pyav",
+        "container": container.format.name,
+        "codec": cc.name,
+        "width": int(conv.disp_w),
+        "height": int(conv.disp_h),
+        "rotation": conv.rotation,
+        "fps": _fps(stream, times),
+        "duration": index.duration if index.duration is not None else float(times[-1] + frame_duration),
+        "total_num_frames": index.total_frames if index.total_frames is not None else len(times),
+        "frames_indices": [int(i) for i in ordinals],
+        "output_width": int(conv.out_w),
+        "output_height": int(conv.out_h),
+        "mode": options.mode,
+        "keyframe_snapped": [bool(s) for s in snapped],
+        "indexed": "window" if index.partial else "whole",
+        "sampling": sampling_plan(times, frame_duration, options),
+    }
+    return DecodedVideo(
+        frames=frames,
+        timestamps=times[chosen].astype(np.float64),
+        frame_indices=ordinals.astype(np.int64),
+        metadata=metadata,
+    )
 
 
 def probe(source: Source, limits: DecodeLimits | None = None) -> dict[str, Any]:
@@ -370,6 +400,111 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
         del duration_over
         raise MediaTooLarge(f"the video lasts more than {limits.max_duration_s:g} s (the limit)")
     return _Index(pts=arr, key=keys, has_pts=has_pts, cost=costs)
+
+
+def _build_window_index(
+    container: Any, stream: Any, limits: DecodeLimits, deadline: _Deadline, start: float | None, end: float | None
+) -> _Index | None:
+    """The index of the frames around [start, end) only, or None where that cannot be trusted.
+
+    Reads the first packets (the video's first presentation time), seeks to the keyframe at or
+    before ``start`` and demuxes until a keyframe past ``end`` plus a few packets (frames that
+    an open GOP shows before its keyframe). None (the caller indexes the whole video) when the
+    stream lacks timestamps or a rate, or the seek lands anywhere but a keyframe at or before
+    ``start``: only trustworthy timestamps let a window stand for the whole.
+    """
+    tb = stream.time_base
+    rate = stream.average_rate or stream.guessed_rate
+    if tb is None or not rate:
+        return None
+    try:
+        head: list[int] = []
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_corrupt:
+                continue
+            if packet.pts is None:
+                return None
+            head.append(int(packet.pts))
+            if len(head) >= _HEAD_PACKETS:
+                break
+        if not head:
+            return None
+        pts0 = min(head)
+        # A hair early, as sampling.window is: a keyframe exactly at start must not be missed.
+        start_pts = pts0 + max(0, math.floor(((start or 0.0) - 1e-6) / tb))
+        end_pts = None if end is None else pts0 + math.ceil(end / tb)
+        container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+        pts: list[int] = []
+        key: list[bool] = []
+        cost: list[int] = []
+        since_key = 0
+        past_end = -1  # packets demuxed since the first keyframe past end (-1: none yet)
+        in_decode_order = True
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_corrupt:
+                continue
+            if packet.pts is None:
+                return None
+            p = int(packet.pts)
+            if not pts and not (packet.is_keyframe and p <= start_pts):
+                return None  # the seek landed past the window's start, or off a keyframe
+            if len(pts) >= limits.max_total_frames:
+                raise MediaTooLarge(f"the video has more than {limits.max_total_frames} frames (the limit)")
+            if len(pts) % 256 == 255:
+                deadline.check()
+            if pts and p <= pts[-1]:
+                in_decode_order = False
+            pts.append(p)
+            key.append(bool(packet.is_keyframe))
+            since_key = 0 if packet.is_keyframe else since_key + 1
+            cost.append(since_key)
+            if past_end >= 0:
+                past_end += 1
+            elif end_pts is not None and packet.is_keyframe and p >= end_pts:
+                past_end = 0
+            if past_end >= _REORDER_SLACK:
+                break
+    except av.FFmpegError as exc:
+        logger.info("window index failed (%s); indexing the whole video", exc)
+        return None
+    if not pts or (in_decode_order and len(pts) > 2 and stream.codec_context.has_b_frames):
+        return None  # timestamps made up from packet order (see _build_index)
+    arr = np.asarray(pts, dtype=np.int64)
+    order = np.argsort(arr, kind="stable")
+    arr = arr[order]
+    if len(arr) > 1 and np.any(np.diff(arr) == 0):
+        return None
+    seconds = float(tb)
+    if float((arr[-1] - pts0) * seconds) > limits.max_duration_s:
+        raise MediaTooLarge(f"the video lasts more than {limits.max_duration_s:g} s (the limit)")
+    last_ordinal = int(round(float(arr[-1] - pts0) * seconds * float(rate)))
+    declared = _declared_duration(container, stream)
+    total = int(stream.frames or 0) or (int(round(declared * float(rate))) if declared else 0)
+    return _Index(
+        pts=arr,
+        key=np.asarray(key, dtype=bool)[order],
+        has_pts=True,
+        cost=np.asarray(cost, dtype=np.int64)[order],
+        pts0=pts0,
+        rate=float(rate),
+        total_frames=max(total, last_ordinal + 1),
+        duration=declared,
+    )
+
+
+def _ordinals(index: _Index, times: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Each chosen frame's index in the whole video: its position when the whole video was indexed,
+    else (a window) round(time x average rate), kept strictly increasing."""
+    if not index.partial:
+        return chosen.astype(np.int64)
+    out = np.round(times[chosen] * index.rate).astype(np.int64)
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1] + 1)
+    return out
+
+
+# Packets read from the start for the video's first presentation time (B-frame reordering is shallow).
+_HEAD_PACKETS = 32
 
 
 def _frame_duration(stream: Any, times: np.ndarray) -> float:

@@ -5,12 +5,17 @@ JSON tensor); ``DecodeLimits`` is what the operator sets for the server
 (config.pbtxt parameters). Unknown keys and bad values raise
 :class:`~video_pipeline.errors.InvalidInput` naming the key.
 
-Sampling semantics (documented in the README):
+Sampling semantics (documented in the README, "video_options"):
 
-- neither ``num_frames`` nor ``fps``: ``fps = DEFAULT_FPS`` (2.0), capped by ``max_frames``;
-- ``num_frames`` only: exactly that many frames, spread uniformly over [start, end];
-- ``fps`` only: one frame every 1/fps seconds, capped by ``max_frames`` (re-spread uniformly when capped);
-- both: ``fps`` sampling with ``num_frames`` as the cap (the vLLM loader's behaviour).
+- neither ``num_frames`` nor ``fps``: ``fps = DEFAULT_FPS`` (2.0), capped by ``max_frames`` (768);
+- ``num_frames`` only: exactly that many frames (fewer only if the window has fewer), spread
+  uniformly from the first to the last frame of [start, end);
+- ``fps`` only: one frame every 1/fps seconds from the window's first frame, capped by
+  ``max_frames`` (re-spread uniformly when capped);
+- both: fps wins the spacing, ``num_frames`` caps the count (``frame_cap`` = the smaller of
+  ``num_frames`` and ``max_frames``), so the answer has whichever gives fewer frames, as vLLM's
+  loader does. Nothing is ignored: the decoder reports the rule that applied in its
+  ``sampling`` metadata (:func:`video_pipeline.media.sampling.sampling_plan`).
 """
 
 from __future__ import annotations

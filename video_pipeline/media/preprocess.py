@@ -7,6 +7,7 @@ Qwen2/2.5/3-VL processors accept, so the model sees the true timestamps.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -65,5 +66,16 @@ def preprocess(
         "height": int(h),
         "num_frames": int(t),
         "num_video_tokens": int(math.ceil(t / TEMPORAL_PATCH) * grid),
+        # How the frames were chosen and sized (defaults included), for the answer's sampling plan.
+        "sampling": {**(metadata.get("sampling") or {}), "min_pixels": options.min_pixels,
+                     "max_pixels": options.max_pixels},
     }
+    if metadata.get("cache"):
+        info["cache"] = str(metadata["cache"])
+    key = metadata.get("cache_key")
+    if isinstance(key, str) and key:
+        # vLLM's multi_modal_uuids: the decoder's key (bytes + every option) and the size
+        # decide these frames and this metadata, so equal uuids mean equal inputs and vLLM's
+        # processor and prefix caches can reuse their work without hashing the frames.
+        info["uuid"] = "vlt-" + hashlib.sha256(f"{key}:{h}x{w}".encode()).hexdigest()[:40]
     return sized, info

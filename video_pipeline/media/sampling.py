@@ -7,6 +7,8 @@ for the semantics of ``num_frames``/``fps``/``max_frames``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from video_pipeline.errors import InvalidInput
@@ -28,18 +30,54 @@ def window(times: np.ndarray, options: VideoOptions) -> np.ndarray:
 
 def target_times(first: float, last: float, frame_duration: float, options: VideoOptions, available: int) -> np.ndarray:
     """The moments (seconds) to sample between the first and last frame of the window."""
+    rule, fps, n = _rule(first, last, frame_duration, options, available)
+    if rule == "fps":
+        return first + np.arange(n) / fps
+    return np.linspace(first, last, n) if n > 1 else np.array([first])
+
+
+def _rule(first: float, last: float, frame_duration: float, options: VideoOptions, available: int,
+          ) -> tuple[str, float, int]:
+    """(rule, fps, frame count) of a window: ``num_frames`` (uniform), ``fps`` (one frame every
+    1/fps s) or ``fps_capped`` (fps asked for more frames than the cap: the cap, uniform)."""
+    if options.num_frames is not None and options.fps is None:
+        return "num_frames", 0.0, min(options.num_frames, available)
+    fps = options.fps if options.fps is not None else DEFAULT_FPS
     span = max(0.0, last - first) + frame_duration
-    fps = options.fps
-    if options.num_frames is not None and fps is None:
-        n = min(options.num_frames, available)
-        return np.linspace(first, last, n) if n > 1 else np.array([first])
-    fps = fps if fps is not None else DEFAULT_FPS
     cap = min(options.frame_cap, available)
     # A huge fps makes span * fps infinite and round(inf) raises; past the cap it is capped anyway.
     n = max(1, round(min(span * fps, cap + 1.0)))
     if n <= cap:
-        return first + np.arange(n) / fps
-    return np.linspace(first, last, cap) if cap > 1 else np.array([first])
+        return "fps", fps, n
+    return "fps_capped", fps, cap
+
+
+def sampling_plan(times: np.ndarray, frame_duration: float, options: VideoOptions) -> dict[str, Any]:
+    """How ``options`` sampled this video, for clients to see: the rule that applied, the fps and
+    cap in force (defaults included) and the window. ``capped_by`` names the setting that capped
+    fps sampling: ``num_frames`` when given with fps, else ``max_frames`` (or ``frames`` when the
+    window holds fewer frames than asked)."""
+    win = window(times, options)
+    wt = times[win]
+    rule, fps, _n = _rule(float(wt[0]), float(wt[-1]), frame_duration, options, len(win))
+    capped_by = None
+    if rule == "fps_capped":
+        if options.frame_cap >= len(win):
+            capped_by = "frames"
+        else:
+            capped_by = "num_frames" if options.num_frames is not None else "max_frames"
+    elif rule == "num_frames" and options.num_frames is not None and options.num_frames > len(win):
+        capped_by = "frames"
+    return {
+        "rule": "fps" if rule == "fps_capped" else rule,
+        "fps": fps if rule != "num_frames" else None,
+        "num_frames": options.num_frames,
+        "max_frames": options.frame_cap if rule != "num_frames" else None,
+        "capped_by": capped_by,
+        "start": options.start,
+        "end": options.end,
+        "mode": options.mode,
+    }
 
 
 def nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
