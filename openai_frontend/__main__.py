@@ -40,15 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not settings.triton_url:
             from video_pipeline.launch import DEFAULT_MODELS, TritonServer
+            from video_pipeline.steps import MEDIA_ROOT_ENV
 
             log = Path(settings.triton_log_file) if settings.triton_log_file else None
+            # Same machine, same disk: the decoder reads uploaded videos from the Files API's directory.
+            files_root = str(Path(settings.files_dir).resolve())
             triton = TritonServer(Path(settings.model_repository), list(DEFAULT_MODELS), log_path=log,
                                   http_port=settings.triton_http_port, grpc_port=settings.triton_grpc_port,
-                                  metrics_port=settings.triton_metrics_port, ready_timeout_s=900)
+                                  metrics_port=settings.triton_metrics_port, ready_timeout_s=900,
+                                  env={MEDIA_ROOT_ENV: files_root})
             logger.info("starting tritonserver on %s (log %s)", settings.model_repository, log or "a temporary file")
             triton.start()
             logger.info("tritonserver ready: gRPC %s, log %s", triton.grpc_url, triton.log_path)
-            settings = settings.with_(triton_url=triton.grpc_url)
+            settings = settings.with_(triton_url=triton.grpc_url, triton_files_dir=settings.triton_files_dir or files_root)
         backend = TritonBackend(settings.triton_url, timeout_s=settings.triton_timeout_s)
         app = create_app(settings, backend)
         logger.info("serving model %r at http://%s:%d/v1", settings.model_name, settings.host, settings.port)

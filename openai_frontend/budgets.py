@@ -98,13 +98,14 @@ class VideoFacts:
     fps: float | None
 
 
-def probe_video(data: bytes) -> VideoFacts | None:
+def probe_video(data: bytes | Path) -> VideoFacts | None:
     """The header facts of a video, without decoding it; None when PyAV cannot tell (the decoder
     then gives its own, precise refusal)."""
     import av
 
     try:
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore", timeout=PROBE_TIMEOUT_S) as container:
+        source = str(data) if isinstance(data, Path) else io.BytesIO(data)
+        with av.open(source, mode="r", metadata_errors="ignore", timeout=PROBE_TIMEOUT_S) as container:
             streams = [s for s in container.streams.video
                        if not int(s.disposition) & int(av.stream.Disposition.attached_pic)]
             if not streams:
@@ -248,13 +249,14 @@ def check_media(videos: list[tuple[str, Any, VideoOptions]], images: list[tuple[
                 settings: Settings) -> list[tuple[str, int]]:
     """Header checks of a request's fetched media (blocking: run it in a thread).
 
-    ``videos`` are (where, container bytes or a frame list, resolved options). Returns the
+    ``videos`` are (where, container bytes, a container's local path, or a frame list, resolved
+    options). Returns the
     estimated video tokens of each container whose header allows an estimate.
     """
     estimates = []
     for where, data, opts in videos:
-        if isinstance(data, (bytes, bytearray)):
-            facts = probe_video(bytes(data))
+        if isinstance(data, (bytes, bytearray, Path)):
+            facts = probe_video(data if isinstance(data, Path) else bytes(data))
             if facts is None:
                 continue
             check_video(facts, settings, where)

@@ -32,7 +32,7 @@ from openai_frontend.budgets import (
 )
 from openai_frontend.errors import OpenAIError, from_exception
 from openai_frontend.media.frames import frame_list_to_video
-from openai_frontend.media.urls import FrameList, MediaFetcher
+from openai_frontend.media.urls import FrameList, MediaFetcher, StoredVideo
 from openai_frontend.metrics import Metrics
 from openai_frontend.settings import Settings
 from video_pipeline.errors import EngineUnavailable, PipelineError
@@ -168,7 +168,8 @@ class Service:
         if videos or images:
             # Headers before decoding: sizes, durations, and whether the videos can fit the context at all.
             estimates = await asyncio.to_thread(
-                check_media, [(v.where, d, o) for v, d, o in zip(videos, video_data, resolved, strict=True)],
+                check_media, [(v.where, d.local if isinstance(d, StoredVideo) else d, o)
+                              for v, d, o in zip(videos, video_data, resolved, strict=True)],
                 [(i.where, d) for i, d in zip(images, image_data, strict=True)], s)
             check_context(estimates, self.context_tokens, estimated=True)
         frames, infos = await self._videos(videos, list(video_data), options)
@@ -192,7 +193,8 @@ class Service:
             images=[bytes(b) for b in image_data],  # type: ignore[arg-type]
         )
 
-    async def _videos(self, refs: list[VideoRef], data: list[bytes | FrameList], options: list[dict[str, Any]],
+    async def _videos(self, refs: list[VideoRef], data: list[bytes | FrameList | StoredVideo],
+                      options: list[dict[str, Any]],
                       ) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
         if not refs:
             return None, []
@@ -202,8 +204,11 @@ class Service:
         if containers:
             started = time.perf_counter()
             try:
-                packed, infos = await self.backend.media([data[i] for i in containers],  # type: ignore[misc]
-                                                         [options[i] for i in containers])
+                # An uploaded video the decoder reads itself goes by path ("path" in its options), not by bytes.
+                packed, infos = await self.backend.media(
+                    [b"" if isinstance(data[i], StoredVideo) else data[i] for i in containers],  # type: ignore[misc]
+                    [{**options[i], "path": data[i].remote} if isinstance(data[i], StoredVideo) else options[i]
+                     for i in containers])
             except PipelineError as exc:
                 raise self._media_error(exc, [refs[i] for i in containers]) from None
             self.metrics.media_duration.observe(time.perf_counter() - started)

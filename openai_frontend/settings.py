@@ -87,6 +87,10 @@ class Settings:
     triton_metrics_port: int = _setting(0, "loopback metrics port of the tritonserver the launcher starts; 0: a free one")
     triton_log_file: str = _setting("", "where the launcher writes tritonserver's log; empty: a temporary file")
     triton_timeout_s: float = _setting(600.0, "timeout of one media inference in tritonserver")
+    triton_files_dir: str = _setting(
+        "", "where tritonserver's video_decoder sees files_dir (its media_root or below): uploaded videos then go "
+        "to it by path, not by bytes over gRPC; empty: bytes (the launcher sets both when it starts tritonserver)"
+    )
     files_dir: str = _setting(".cache/files", "directory of the Files API's embedded store (blobs + SQLite metadata)")
     max_upload_bytes: int = _setting(1024 * _MIB, "most bytes of one POST /v1/files upload (enforced while streaming)")
     files_quota_bytes: int = _setting(20 * 1024 * _MIB, "most bytes the file store keeps; least recently used go first")

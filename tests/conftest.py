@@ -53,13 +53,22 @@ def tiny_wan() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shim's Files API directory, which the session's tritonserver also reads (its decoder's media_root)."""
+    return tmp_path_factory.mktemp("shim_files")
+
+
+@pytest.fixture(scope="session")
 def triton(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
-           tiny_wan: Path) -> Iterator:
-    """A real tritonserver on free loopback ports with every model of the repository loaded."""
+           tiny_wan: Path, shared_files: Path) -> Iterator:
+    """A real tritonserver on free loopback ports with every model of the repository loaded; its
+    video_decoder reads videos by path under ``shared_files``, as the launcher sets it up."""
     from video_pipeline.launch import TritonServer
+    from video_pipeline.steps import MEDIA_ROOT_ENV
 
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    server = TritonServer(MODEL_REPOSITORY, ALL_MODELS, log_path=log, ready_timeout_s=600)
+    server = TritonServer(MODEL_REPOSITORY, ALL_MODELS, log_path=log, ready_timeout_s=600,
+                          env={MEDIA_ROOT_ENV: str(shared_files.resolve())})
     server.start()
     try:
         yield server
@@ -142,11 +151,12 @@ def http_media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpMedia]:
 class Shim:
     """The OpenAI-compatible app served by uvicorn in a background thread."""
 
-    def __init__(self, base_url: str, settings: object, media_dir: Path, triton: object) -> None:
+    def __init__(self, base_url: str, settings: object, media_dir: Path, triton: object, app: object = None) -> None:
         self.base_url = base_url  # http://127.0.0.1:<port>
         self.settings = settings
         self.media_dir = media_dir  # file:// URLs inside it are allowed
         self.triton = triton
+        self.app = app  # the FastAPI app (its state.service reaches the real Triton backend)
 
     def client(self, **kwargs: object):  # noqa: ANN201 - openai.OpenAI, imported lazily
         import openai
@@ -155,7 +165,8 @@ class Shim:
 
 
 @pytest.fixture(scope="session")
-def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
+def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory,
+         shared_files: Path) -> Iterator[Shim]:
     """The shim on a free loopback port, talking to the session's tritonserver over gRPC.
 
     Media URLs may reach exactly the ``http_media`` server on loopback (its address and port, nothing
@@ -175,7 +186,7 @@ def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory
     settings = Settings(model_repository=str(MODEL_REPOSITORY), allowed_media_networks=f"127.0.0.1:{http_media.port}",
                         follow_redirects=True, playground=True,
                         allowed_local_media_path=str(media_dir), port=free_port(),
-                        files_dir=str(tmp_path_factory.mktemp("shim_files")))
+                        files_dir=str(shared_files), triton_files_dir=str(shared_files.resolve()))
     app = create_app(settings, TritonBackend(triton.grpc_url, timeout_s=120))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
                                            timeout_graceful_shutdown=5))
@@ -187,7 +198,7 @@ def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory
             raise RuntimeError("the OpenAI shim did not start")
         time.sleep(0.05)
     try:
-        yield Shim(f"http://127.0.0.1:{settings.port}", settings, media_dir, triton)
+        yield Shim(f"http://127.0.0.1:{settings.port}", settings, media_dir, triton, app)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

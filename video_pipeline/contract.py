@@ -14,7 +14,8 @@ from dataclasses import dataclass
 # Media tensors carry N >= 0 videos "packed" (video_pipeline.media.packing): frames of all
 # videos concatenated along T on a shared canvas, one metadata JSON per video.
 VIDEO = "video"  # BYTES [N]: raw container bytes (mp4/mov/mkv/webm/avi), one element per video
-VIDEO_OPTIONS = "video_options"  # BYTES [1 or N]: JSON sampling/preprocessing options (optional)
+VIDEO_OPTIONS = "video_options"  # BYTES [1 or N]: JSON sampling/preprocessing options (optional); with N,
+# an element's "path" names that video's file under video_decoder's media_root (its "video" element empty)
 FRAMES = "frames"  # UINT8 [T,H,W,3]: sampled RGB frames, packed
 TIMESTAMPS = "timestamps"  # FP64 [T]: true presentation time of each frame, seconds from the first frame
 FRAME_INDICES = "frame_indices"  # INT64 [T]: index of each frame in its video's frame sequence

@@ -102,6 +102,7 @@ class TritonServer:
     host: str = "127.0.0.1"
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # on top of the environment it needs (server_env)
     ready_timeout_s: float = 300.0
     proc: subprocess.Popen | None = None
 
@@ -146,7 +147,7 @@ class TritonServer:
             self.log_path = Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
         self.proc = subprocess.Popen(
-            self.command(install), stdout=log, stderr=subprocess.STDOUT, env=server_env(install),
+            self.command(install), stdout=log, stderr=subprocess.STDOUT, env={**server_env(install), **self.env},
             start_new_session=True,
         )
         log.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import re
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,12 @@ _TRITON_KEYS = {"EXECUTION_ENV_PATH"}
 _CACHE_KEYS = ("cache_max_bytes", "cache_dir")
 # Limits that only bound effort, never change what a decode returns: left out of cache keys.
 _EFFORT_ONLY = ("decode_timeout_s", "threads")
+# A video given by path instead of bytes: video_options' "path", read under the decoder's media_root
+# (config parameter, or this environment variable when the parameter is empty; neither: paths refused).
+PATH_KEY = "path"
+MEDIA_ROOT_ENV = "VLT_DECODER_MEDIA_ROOT"
+# The Files API's content-addressed blobs (openai_frontend.files.store): blobs/ab/<62 more hex digits>.
+_BLOB = re.compile(r"(?:^|/)blobs/([0-9a-f]{2})/([0-9a-f]{62})$")
 
 
 def as_bytes_list(arr: np.ndarray | None, name: str) -> list[bytes]:
@@ -109,6 +117,7 @@ def video_options(
             doc = {}
         if not isinstance(doc, dict):
             raise InvalidInput(f"{C.VIDEO_OPTIONS} must be JSON objects")
+        doc = {k: v for k, v in doc.items() if k != PATH_KEY}  # where the video is, not how to sample it
         opts = VideoOptions.from_dict({**defaults, **doc})
         if bounds is not None:
             lo, hi = bounds
@@ -131,9 +140,11 @@ class DecoderStep:
         check_params(
             params,
             {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE} | set(_BOUNDS)
-            | set(_CACHE_KEYS),
+            | set(_CACHE_KEYS) | {"media_root"},
         )
         self.limits = DecodeLimits.from_params(params)
+        root = params.get("media_root") or os.environ.get(MEDIA_ROOT_ENV, "")
+        self.media_root = Path(root).resolve() if root else None
         self.defaults = _option_defaults(params)
         self.bounds = pixel_bounds(params)
         self.cache = _cache(params, observer)
@@ -141,9 +152,14 @@ class DecoderStep:
         self._key_base = {"decoder": decoder_version(), "limits": limits}
 
     def __call__(self, inputs: Inputs) -> Outputs:
-        videos = as_bytes_list(inputs.get(C.VIDEO), C.VIDEO)
+        videos: list[bytes | Path] = list(as_bytes_list(inputs.get(C.VIDEO), C.VIDEO))
         options = video_options(inputs, len(videos), self.defaults, self.bounds)
-        total = sum(len(v) for v in videos)
+        for i, path in enumerate(video_paths(inputs, len(videos))):
+            if path is not None:
+                if videos[i]:
+                    raise InvalidInput(f"video {i}: give its bytes or a path in {C.VIDEO_OPTIONS}, not both")
+                videos[i] = self._confined(path, i)
+        total = sum(v.stat().st_size if isinstance(v, Path) else len(v) for v in videos)
         if total > self.limits.max_input_bytes:
             raise MediaTooLarge(f"the videos hold {total} bytes; the limit is {self.limits.max_input_bytes}")
         decoded = []
@@ -168,14 +184,29 @@ class DecoderStep:
             C.VIDEO_METADATA: json_tensor(metadata),
         }
 
-    def _decode(self, data: bytes, opts: VideoOptions) -> DecodedVideo:
-        if not data:
+    def _confined(self, path: str, i: int) -> Path:
+        """The file a path names, if it is a regular file under ``media_root`` (symlinks resolved)."""
+        if self.media_root is None:
+            raise InvalidInput(f"video {i}: this video_decoder takes no paths (no media_root is configured)")
+        if not isinstance(path, str) or not path or "\x00" in path:
+            raise InvalidInput(f"video {i}: {PATH_KEY} must be a non-empty string")
+        real = (self.media_root / path).resolve()
+        if not real.is_relative_to(self.media_root):
+            raise InvalidInput(f"video {i}: {path[:200]!r} is outside this decoder's media_root")
+        if not real.is_file():
+            raise InvalidInput(f"video {i}: no such file under media_root: {path[:200]!r}")
+        return real
+
+    def _decode(self, data: bytes | Path, opts: VideoOptions) -> DecodedVideo:
+        source = str(data) if isinstance(data, Path) else data
+        if not isinstance(data, Path) and not data:
             return decode_video(data, opts, self.limits)  # the decoder's own "empty" error
         opts.check_limits(self.limits)  # a request over budget is refused, cached or not
-        key = cache_key(self._key_base, content_hash(data), _canonical(opts))
+        key = cache_key(self._key_base, _file_hash(data) if isinstance(data, Path) else content_hash(data),
+                        _canonical(opts))
 
         def compute() -> Entry:
-            video = decode_video(data, opts, self.limits)
+            video = decode_video(source, opts, self.limits)
             return Entry({"frames": video.frames, "timestamps": video.timestamps,
                           "frame_indices": video.frame_indices}, video.metadata)
 
@@ -190,6 +221,27 @@ class DecoderStep:
     def close(self) -> None:
         """At model unload: the last decoder instance removes the per-server cache folder."""
         self.cache.close()
+
+
+def video_paths(inputs: Inputs, n: int) -> list[str | None]:
+    """The ``path`` of each of ``n`` videos in its options (None: its bytes are in ``video``)."""
+    docs = parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)
+    if len(docs) != n:  # a shared options document names no one video's file
+        return [None] * n
+    return [doc.get(PATH_KEY) if isinstance(doc, dict) else None for doc in docs]
+
+
+def _file_hash(path: Path) -> str:
+    """sha256 of a file's bytes: the Files API's blobs are named by it (that store alone writes there),
+    any other file is read and hashed."""
+    m = _BLOB.search(path.as_posix())
+    if m:
+        return m[1] + m[2]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _canonical(opts: VideoOptions) -> dict[str, Any]:

@@ -62,6 +62,15 @@ class FrameList:
 
 
 @dataclass(frozen=True)
+class StoredVideo:
+    """An uploaded video that tritonserver's decoder reads itself (``triton_files_dir`` is set): its
+    path here, for the header checks, and as the decoder sees it, sent instead of its bytes."""
+
+    local: Path
+    remote: str
+
+
+@dataclass(frozen=True)
 class MediaFetcher:
     """Resolves the media URLs of one app, with its settings and HTTP client."""
 
@@ -75,8 +84,9 @@ class MediaFetcher:
 
     async def fetch(self, url: str, kind: Kind, where: str, scope: str = "",
                     attachments: Mapping[str, Path] | None = None,
-                    budget: RequestBudget | None = None) -> bytes | FrameList:
-        """Bytes of the video/image at ``url`` (a :class:`FrameList` for frame-list videos).
+                    budget: RequestBudget | None = None) -> bytes | FrameList | StoredVideo:
+        """Bytes of the video/image at ``url`` (a :class:`FrameList` for frame-list videos, a
+        :class:`StoredVideo` for an uploaded video the decoder can read itself).
 
         ``scope`` is the tenant whose file ids are visible (see the Files API); ``attachments``
         are the staged file parts of a multipart request, by field name; ``budget`` is what the
@@ -133,7 +143,8 @@ class MediaFetcher:
 
     # --- file ids (the Files API) ----------------------------------------------------------------------
 
-    def _stored(self, file_id: str, kind: Kind, where: str, scope: str, budget: RequestBudget) -> bytes:
+    def _stored(self, file_id: str, kind: Kind, where: str, scope: str,
+                budget: RequestBudget) -> bytes | StoredVideo:
         record = self.files.get(file_id, scope, touch=True) if self.files is not None else None
         if record is None:
             raise file_not_found(file_id, where)
@@ -143,9 +154,16 @@ class MediaFetcher:
         if record.bytes > self.settings.max_media_bytes:
             raise too_large(where, f"{file_id} is {record.bytes} bytes", self.settings.max_media_bytes)
         budget.spend(record.bytes, where)
+        blob = self.files.blob_path(record)  # type: ignore[union-attr]
+        if kind == "video" and self.settings.triton_files_dir:
+            inside = os.path.relpath(blob.resolve(), Path(self.settings.files_dir).resolve())
+            if not inside.startswith(".."):  # a store of another layout: send the bytes
+                if not blob.is_file():
+                    raise file_not_found(file_id, where)
+                return StoredVideo(blob, str(Path(self.settings.triton_files_dir) / inside))
         try:
             # The one read into memory: these bytes go to Triton as they are.
-            return self.files.blob_path(record).read_bytes()  # type: ignore[union-attr]
+            return blob.read_bytes()
         except FileNotFoundError:  # deleted or evicted between the lookup and the read
             raise file_not_found(file_id, where) from None
 

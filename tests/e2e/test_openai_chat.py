@@ -358,6 +358,46 @@ def test_sdk_files_round_trip_and_chat_and_responses_answer_when_given_a_file_id
         client.chat.completions.create(model="tiny-qwen2-vl", messages=ask(video_part(created.id)), max_tokens=4)
 
 
+def test_file_id_reaches_the_decoder_by_path_and_answers_as_its_bytes_would(shim, clip, monkeypatch) -> None:
+    backend = shim.app.state.service.backend
+    sent: list[tuple[list[int], list[dict]]] = []
+    real_media = backend.media
+
+    async def media(videos, options):  # the real call, recorded: what crossed gRPC to tritonserver
+        sent.append(([len(v) for v in videos], options))
+        return await real_media(videos, options)
+
+    monkeypatch.setattr(backend, "media", media)
+    client = shim.client()
+    file_id = client.files.create(file=("clip.mp4", clip, "video/mp4"), purpose="vision").id
+    by_id = client.chat.completions.create(model="tiny-qwen2-vl", messages=ask(video_part(file_id)), max_tokens=4,
+                                           temperature=0, extra_body={**SMALL, "media_io_kwargs": {"video": {
+                                               "num_frames": 6}}})
+    inline = client.chat.completions.create(model="tiny-qwen2-vl", messages=ask(video_part(data_url(clip))),
+                                            max_tokens=4, temperature=0, extra_body={**SMALL, "media_io_kwargs": {
+                                                "video": {"num_frames": 6}}})
+    assert sent[0][0] == [0] and sent[0][1][0]["path"].startswith(shim.settings.triton_files_dir)
+    assert sent[1][0] == [len(clip)] and "path" not in sent[1][1][0]
+    assert by_id.choices[0].message.content == inline.choices[0].message.content
+    assert by_id.usage.prompt_tokens == inline.usage.prompt_tokens
+
+
+def test_triton_decoder_refuses_a_path_outside_its_media_root_when_a_client_names_one(shim) -> None:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    inputs = [grpcclient.InferInput("video", [1], "BYTES"), grpcclient.InferInput("video_options", [1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([b""], dtype=np.object_))
+    inputs[1].set_data_from_numpy(np.array([json.dumps({"path": "/etc/passwd"}).encode()], dtype=np.object_))
+    client = grpcclient.InferenceServerClient(shim.triton.grpc_url)
+    try:
+        with pytest.raises(InferenceServerException, match="outside this decoder's media_root"):
+            client.infer("video_decoder", inputs)
+    finally:
+        client.close()
+
+
 def test_multipart_chat_answers_like_json_when_the_video_is_a_file_part(shim, clip) -> None:
     payload = {"model": "tiny-qwen2-vl", "messages": ask(video_part("form://clip")), "max_tokens": 4,
                "temperature": 0, **SMALL}
