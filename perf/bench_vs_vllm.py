@@ -47,10 +47,14 @@ sys.path.insert(0, str(ROOT))
 
 from perf.clips import clip_by_name, ensure_clips  # noqa: E402
 from perf.results import replace_section  # noqa: E402
+from video_pipeline.contract import config_parameters  # noqa: E402
 from video_pipeline.launch import free_port  # noqa: E402
 
 MODEL_JSON = ROOT / "model_repository" / "llm" / "1" / "model.json"
 NUM_FRAMES = 16
+# The served model's per-frame pixel bound, which video_decoder clamps budgets to (config.pbtxt).
+_DECODER = config_parameters((ROOT / "model_repository" / "video_decoder" / "config.pbtxt").read_text())
+MIN_PIXELS, MAX_PIXELS = int(_DECODER["model_min_pixels"]), int(_DECODER["model_max_pixels"])
 QUESTION = "Describe this video."
 
 
@@ -67,7 +71,10 @@ def vllm_command(port: int, media_dir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
            "--model", a["model"], "--served-model-name", a["served_model_name"],
            "--media-io-kwargs", json.dumps({"video": {"num_frames": NUM_FRAMES}}),
-           "--allowed-local-media-path", str(media_dir), "--disable-log-requests"]
+           # The same per-frame pixel budget as ours: the served model's bounds, which our decoder clamps to
+           # (vLLM's video processor otherwise keeps 720p frames near full size: 7x the tokens).
+           "--mm-processor-kwargs", json.dumps({"size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}}),
+           "--allowed-local-media-path", str(media_dir), "--no-enable-log-requests"]
     for key in ("dtype", "seed", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "kv_cache_memory_bytes"):
         cmd += [f"--{key.replace('_', '-')}", str(a[key])]
     cmd += ["--limit-mm-per-prompt", json.dumps(a["limit_mm_per_prompt"])]
@@ -286,7 +293,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", default="h264-720p-60s")
     parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--requests", type=int, default=0, help="requests per cell (default: max(8, 2 x c))")
+    parser.add_argument("--requests", type=int, default=0, help="requests per cell (default: max(8, c))")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--kinds", default="data-url,http-url,repeated,file-id")
     parser.add_argument("--quick", action="store_true", help="c=1,4 with 4 requests a cell (a smoke run)")
@@ -303,8 +310,8 @@ def main() -> int:
     cache_env = {"VLLM_CACHE_ROOT": str(ROOT / ".cache" / "vllm"), "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
     oport = free_port()
     ours = Server("ours", ours_command(oport), oport, {**cache_env, "VLT_FILES_DIR": str(work / "files"),
-                                                         "VLT_ALLOW_LOOPBACK_URLS": "1",
-                                                         "VLT_ALLOWED_NETWORKS": "127.0.0.1/32",
+                                                         # exactly the clip server, as a user would allow one host
+                                                         "VLT_ALLOWED_MEDIA_NETWORKS": f"127.0.0.1:{clips.port}",
                                                          "VLT_LOG_LEVEL": "warning"}, work / "ours.log")
     vport = free_port()
     vllm = Server("vllm", vllm_command(vport, work), vport, cache_env, work / "vllm.log")
@@ -323,7 +330,7 @@ def main() -> int:
             base = (ours if server == "ours" else vllm).base
             asyncio.run(run_cell(Cell(server, "warm", 1), base, [data_url(salted(clip, "warm"))], model, 4))
         for ci, conc in enumerate(int(c) for c in args.concurrency.split(",")):
-            n = args.requests or max(8, 2 * conc)
+            n = args.requests or max(8, conc)
             for ki, kind in enumerate(kinds):
                 order = stacks if (ci + ki) % 2 == 0 else stacks[::-1]
                 for stack in order:

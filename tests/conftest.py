@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import serving
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = ROOT / "model_repository"
 TINY_MODEL = ROOT / ".tiny" / "qwen2_vl"  # model_repository/llm/1/model.json points here
@@ -172,10 +174,7 @@ def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory
     Media URLs may reach exactly the ``http_media`` server on loopback (its address and port, nothing
     else on this machine), and redirects are followed so that every hop's check is exercised.
     """
-    import threading
-    import time
 
-    import uvicorn
 
     from openai_frontend.app import create_app
     from openai_frontend.backend.triton import TritonBackend
@@ -188,17 +187,5 @@ def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory
                         allowed_local_media_path=str(media_dir), port=free_port(),
                         files_dir=str(shared_files), triton_files_dir=str(shared_files.resolve()))
     app = create_app(settings, TritonBackend(triton.grpc_url, timeout_s=120))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, name="shim", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the OpenAI shim did not start")
-        time.sleep(0.05)
-    try:
-        yield Shim(f"http://127.0.0.1:{settings.port}", settings, media_dir, triton, app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(app, settings.port, "shim") as url:
+        yield Shim(url, settings, media_dir, triton, app)

@@ -10,7 +10,6 @@ import base64
 import io
 import json
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import numpy as np
 import openai
 import pytest
 
+from tests.servers import serving
 from video_pipeline.generation.encode import probe_mp4
 
 pytestmark = pytest.mark.e2e
@@ -230,25 +230,11 @@ def test_triton_clients_can_describe_generate_and_get_errors_from_the_model(shim
 @contextmanager
 def serve(settings, grpc_url: str) -> Iterator[str]:
     """Another shim (its own app, port and store) on the session's tritonserver."""
-    import uvicorn
-
     from openai_frontend.app import create_app
     from openai_frontend.backend.triton import TritonBackend
 
-    app = create_app(settings, TritonBackend(grpc_url, timeout_s=120))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, name="restart-shim", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the shim did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(create_app(settings, TritonBackend(grpc_url, timeout_s=120)), settings.port, "restart-shim") as url:
+        yield url
 
 
 def test_jobs_survive_a_shim_restart(shim, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from openai_frontend.app import create_app
 from openai_frontend.settings import Settings
 from tests.fakes import FakeBackend
+from tests.servers import serving
 
 MODEL = "tiny-test"
 
@@ -94,24 +95,5 @@ def sse_named(text: str) -> list[tuple[str, dict]]:
 @pytest.fixture
 def files_server(settings: Settings) -> Iterator[str]:
     """The app on a fake backend served by uvicorn on a free loopback port (real sockets, real streaming)."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from video_pipeline.launch import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, FakeBackend()), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, name="files-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(create_app(settings, FakeBackend()), name="files-server") as url:
+        yield url

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from openai_frontend.cli import Progress
+from tests.servers import serving
 
 CONTENT = b"\x00\x00\x00\x18ftypmp42 fake video bytes"
 
@@ -53,23 +52,8 @@ class FakeVideos:
 
 
 def serve(app: FastAPI) -> Iterator[str]:
-    import uvicorn
-
-    from video_pipeline.launch import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(app, name="fake-videos") as url:
+        yield url + "/v1"
 
 
 @pytest.fixture
