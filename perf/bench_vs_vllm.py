@@ -281,6 +281,14 @@ def markdown(cells: list[Cell], args: argparse.Namespace, clip_desc: str) -> str
             f"{statistics.median(s.ttft for s in c.samples) / statistics.median(s.ttft for s in theirs.samples):.2f} | "
             f"{statistics.median(s.latency for s in c.samples) / statistics.median(s.latency for s in theirs.samples):.2f} | "
             f"{(len(c.samples) / c.wall) / (len(theirs.samples) / theirs.wall):.2f} |")
+    tokens = {c.stack: {s.prompt_tokens for s in c.samples} for c in cells if c.samples}
+    if len({min(t) for t in tokens.values() if t}) > 1:
+        lines += ["", "The prompt tokens differ: our decoder sizes frames within the served model's pixel bounds "
+                  f"(`model_min_pixels`..`model_max_pixels` = {MIN_PIXELS}..{MAX_PIXELS}, from its processor "
+                  "config), while vLLM's video path kept its video processor's own, larger default size "
+                  f"although it was started with `--mm-processor-kwargs` {{\"size\": ...}} of the same bounds. "
+                  "So vLLM's times include a longer prefill; the decoder alone against vLLM's loader on identical "
+                  "frames is in the \"Decode\" section."]
     errors = [f"- {c.stack} {c.kind} c={c.concurrency}: {c.errors[0]}" for c in cells if c.errors]
     if errors:
         lines += ["", "First error of each cell that had any:", "", *errors]
