@@ -8,7 +8,6 @@ the engine runs on its own event-loop thread (:class:`BackgroundEngine`).
 from __future__ import annotations
 
 import io
-import json
 import locale
 import logging
 import os
@@ -22,6 +21,7 @@ from video_pipeline import contract as C
 from video_pipeline.engines.sampling import parse_sampling
 from video_pipeline.engines.types import GenerationDelta, GenerationRequest, VideoInput
 from video_pipeline.errors import InvalidInput, MediaTooLarge, PipelineError
+from video_pipeline.jsonfile import read_json
 from video_pipeline.media.packing import unpack
 from video_pipeline.steps import Inputs, as_bytes_list, parse_json_list
 
@@ -41,12 +41,7 @@ def load_engine_args(folder: Path) -> dict[str, Any]:
     """``model.json`` as vLLM engine args, unchanged but for one convenience: a relative
     ``model`` (or ``tokenizer``) path is resolved against the folder holding model.json."""
     path = folder / ENGINE_ARGS_FILE
-    try:
-        args = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidInput(f"{path} is missing: it holds the vLLM engine arguments") from None
-    except ValueError as exc:
-        raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
+    args = read_json(path, "holds the vLLM engine arguments")
     if not isinstance(args, dict) or "model" not in args:
         raise InvalidInput(f"{path} must be a JSON object with at least \"model\"")
     for key in ("model", "tokenizer"):

@@ -26,12 +26,12 @@ string (or a per-component dict of strings). Unknown keys fail the load.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from video_pipeline.errors import InvalidInput
+from video_pipeline.jsonfile import read_json
 
 CONFIG_FILE = "pipeline.json"
 
@@ -63,12 +63,7 @@ class PipelineConfig:
 def load_config(folder: Path) -> PipelineConfig:
     """Reads and checks ``folder/pipeline.json``; every mistake is an :class:`InvalidInput` naming it."""
     path = folder / CONFIG_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidInput(f"{path} is missing: it names the diffusers pipeline to serve") from None
-    except ValueError as exc:
-        raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path, "names the diffusers pipeline to serve")
     return parse_config(data, folder, str(path))
 
 
