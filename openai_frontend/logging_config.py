@@ -38,6 +38,13 @@ def new_request_id() -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
+def engine_request_id() -> str:
+    """The engine's id of this HTTP request's generation: its X-Request-Id (so logs are searched by it) plus
+    a random suffix, unique even when a client sends one id twice, so that aborting one request (its
+    client left) can never stop another that carries the same, client-chosen id."""
+    return f"{current_request_id() or 'req'}.{uuid.uuid4().hex[:12]}"
+
+
 def accepted_request_id(value: str | None) -> str:
     """The client's id if it is a sane token, else a new one."""
     return value if value and _SANE.fullmatch(value) else new_request_id()

@@ -9,7 +9,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from openai_frontend.logging_config import current_request_id
+from openai_frontend.logging_config import engine_request_id
 from openai_frontend.outputs.chat import ChunkStream, completion_body, dry_run_body, now
 from openai_frontend.routers.common import check_model, read_body, scope_of, service_of
 from openai_frontend.schemas.chat import ChatCompletionRequest
@@ -35,7 +35,7 @@ async def chat_completions(request: Request) -> Response:
         # Media fetching, decoding and generation all stop if the client leaves meanwhile.
         llm_request = await until_disconnected(request, service.prepare(
             conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
-            stream=body.stream, request_id=current_request_id(), scope=scope_of(request),
+            stream=body.stream, request_id=engine_request_id(), scope=scope_of(request),
             attachments={name: part.staged.path for name, part in form.files.items()} if form else None))
     finally:
         if form is not None:

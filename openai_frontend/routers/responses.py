@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from openai_frontend.logging_config import current_request_id
+from openai_frontend.logging_config import engine_request_id
 from openai_frontend.outputs.responses import ResponseBuilder
 from openai_frontend.routers.common import check_model, scope_of, service_of
 from openai_frontend.schemas.common import read_json, validate
@@ -33,7 +33,7 @@ async def create_response(request: Request) -> Response:
     # Media fetching, decoding and generation all stop if the client leaves meanwhile.
     llm_request = await until_disconnected(request, service.prepare(
         conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
-        stream=body.stream, request_id=current_request_id(), scope=scope_of(request)))
+        stream=body.stream, request_id=engine_request_id(), scope=scope_of(request)))
     builder.infos = llm_request.infos
     if body.dry_run:
         return JSONResponse(builder.dry_run())

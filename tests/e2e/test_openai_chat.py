@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import logging
+import re
 import time
 
 import httpx
@@ -272,11 +273,11 @@ def test_client_disconnect_mid_stream_aborts_generation_in_the_engine(shim, capl
     caplog.set_level(logging.INFO, logger="openai_frontend")
     aborted = False
     for attempt in range(5):
-        # The engine knows the request by the shim's X-Request-Id (here the client's own).
-        request_id = f"disconnect-{attempt}-{time.monotonic_ns()}"
+        # The engine knows the request by the shim's X-Request-Id (here the client's own) plus a unique suffix.
+        header_id = f"disconnect-{attempt}-{time.monotonic_ns()}"
         stream_ = shim.client().chat.completions.create(
             model="tiny-qwen2-vl", messages=[{"role": "user", "content": "Talk for a long time."}], max_tokens=3000,
-            temperature=0, stream=True, extra_body={"ignore_eos": True}, extra_headers={"X-Request-Id": request_id})
+            temperature=0, stream=True, extra_body={"ignore_eos": True}, extra_headers={"X-Request-Id": header_id})
         got = 0
         for chunk in stream_:
             got += bool(chunk.choices and chunk.choices[0].delta.content)
@@ -284,9 +285,11 @@ def test_client_disconnect_mid_stream_aborts_generation_in_the_engine(shim, capl
                 break
         stream_.close()
         deadline = time.monotonic() + 30  # generous: CI machines are small and may be loaded
-        while f"request {request_id} ended early; cancelling it in tritonserver" not in caplog.text:
-            assert time.monotonic() < deadline, f"the shim did not cancel {request_id}:\n{caplog.text[-3000:]}"
+        pattern = re.compile(rf"request ({re.escape(header_id)}\.[0-9a-f]+) ended early; cancelling it in tritonserver")
+        while (found := pattern.search(caplog.text)) is None:
+            assert time.monotonic() < deadline, f"the shim did not cancel {header_id}:\n{caplog.text[-3000:]}"
             time.sleep(0.05)
+        request_id = found[1]
         deadline = time.monotonic() + 15
         while not aborted and time.monotonic() < deadline:
             log = shim.triton.log_tail(2000)

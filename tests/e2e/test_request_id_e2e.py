@@ -38,7 +38,7 @@ def test_request_id_reaches_every_model_log_line_when_the_client_sends_one(shim,
     r = chat_with_video(shim, http_media, {"X-Request-Id": rid})
     assert r.headers["x-request-id"] == rid
     needles = [f"video_decoder: request {rid} done", f"video_preprocessor: request {rid} done",
-               f"llm: request {rid} done"]
+               f"llm: request {rid}."]  # the engine's id: the X-Request-Id plus a unique suffix
     log = wait_for_log(shim.triton, needles)
     missing = [n for n in needles if n not in log]
     assert not missing, f"not in tritonserver's log: {missing}"
@@ -48,8 +48,8 @@ def test_request_id_is_generated_and_returned_when_the_client_sends_none(shim, h
     r = chat_with_video(shim, http_media, {})
     rid = r.headers["x-request-id"]
     assert rid.startswith("req_") and rid != r.json()["id"]
-    log = wait_for_log(shim.triton, [f"llm: request {rid} done"])
-    assert f"llm: request {rid} done" in log
+    log = wait_for_log(shim.triton, [f"llm: request {rid}."])
+    assert f"llm: request {rid}." in log
 
 
 def test_metrics_count_media_time_and_triton_counts_each_model(shim, http_media) -> None:

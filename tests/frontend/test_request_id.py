@@ -42,8 +42,15 @@ def json_log():
 def test_request_id_is_echoed_and_sent_to_the_backend_when_the_client_gives_one(client, backend) -> None:
     r = client.post("/v1/chat/completions", json=CHAT, headers={"X-Request-Id": "client-42"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "client-42"
-    assert backend.requests[-1].request_id == "client-42"
+    assert backend.requests[-1].request_id.startswith("client-42.")  # + a suffix that keeps it unique
     assert r.json()["id"].startswith("chatcmpl-")  # the OpenAI object id stays the shim's own
+
+
+def test_engine_ids_differ_when_two_requests_carry_the_same_request_id(client, backend) -> None:
+    for _ in range(2):
+        assert client.post("/v1/chat/completions", json=CHAT, headers={"X-Request-Id": "dup"}).status_code == 200
+    first, second = (r.request_id for r in backend.requests[-2:])
+    assert first.startswith("dup.") and second.startswith("dup.") and first != second
 
 
 def test_request_id_is_generated_when_the_client_gives_none_or_a_bad_one(client, backend) -> None:
@@ -51,7 +58,7 @@ def test_request_id_is_generated_when_the_client_gives_none_or_a_bad_one(client,
     second = client.post("/v1/chat/completions", json=CHAT,
                          headers={"X-Request-Id": "two words;&"}).headers["x-request-id"]
     assert first.startswith("req_") and second.startswith("req_") and first != second
-    assert backend.requests[-1].request_id == second
+    assert backend.requests[-1].request_id.startswith(second + ".")
 
 
 def test_request_id_is_returned_on_errors_and_streams(client) -> None:
@@ -66,7 +73,7 @@ def test_responses_api_passes_the_request_id_to_the_backend(client, backend) -> 
     r = client.post("/v1/responses", json={"model": MODEL, "input": "Hi", "max_output_tokens": 4},
                     headers={"X-Request-Id": "resp-rid"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "resp-rid"
-    assert backend.requests[-1].request_id == "resp-rid"
+    assert backend.requests[-1].request_id.startswith("resp-rid.")
 
 
 def test_access_log_line_is_json_with_the_request_id_when_requests_finish(client, json_log) -> None:
