@@ -26,19 +26,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 from fastapi import FastAPI, Form, UploadFile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perf.results import replace_section  # noqa: E402
+from tests.memory import PeakRss  # noqa: E402
 from tests.videos import ClipSpec, make_video  # noqa: E402
 from video_pipeline.launch import free_port  # noqa: E402
 
@@ -133,29 +132,6 @@ def upload(port: int, total: int) -> tuple[float, dict]:
     if b" 200 " not in status_line:
         raise RuntimeError(f"upload failed: {response[:500]!r}")
     return seconds, json.loads(rest.partition(b"\r\n\r\n")[2])
-
-
-class PeakRss:
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _rss(self) -> int:
-        return sum(p.memory_info().rss for p in [self.process, *self.process.children(recursive=True)])
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._rss())
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def delete(port: int, file_id: str) -> None:

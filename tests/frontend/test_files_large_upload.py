@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
-import psutil
 
+from tests.memory import PeakRss
 from tests.videos import ClipSpec, make_video
 
 logger = logging.getLogger(__name__)
@@ -40,28 +39,6 @@ def multipart(boundary: str, parts: Iterator[bytes]) -> Iterator[bytes]:
            "Content-Type: video/mp4\r\n\r\n").encode()
     yield from parts
     yield f"\r\n--{boundary}--\r\n".encode()
-
-
-class PeakRss:
-    """Samples this process's RSS (the server runs in it, in a thread) until stopped."""
-
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.start = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_files_upload_streams_to_disk_with_flat_memory_when_the_file_is_large(files_server, settings) -> None:
