@@ -28,9 +28,8 @@ from openai_frontend.files.upload import sniff
 from openai_frontend.settings import Settings, env_name
 from video_pipeline import contract as C
 from video_pipeline.errors import InvalidInput
+from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import VideoOptions
-from video_pipeline.media.preprocess import TEMPORAL_PATCH
-from video_pipeline.media.resize import fit_pixel_budget
 from video_pipeline.media.sampling import target_times
 from video_pipeline.steps import PreprocessorStep, json_tensor, video_options
 
@@ -74,7 +73,7 @@ class RequestBudget:
 def resolved_options(options: dict[str, Any], step: PreprocessorStep, where: str) -> VideoOptions:
     """A part's video options as the media models will read them (model defaults, pixel bounds)."""
     try:
-        return video_options({C.VIDEO_OPTIONS: json_tensor([options])}, 1, step.defaults, step.bounds)[0]
+        return video_options({C.VIDEO_OPTIONS: json_tensor([options])}, 1, step.defaults, step.media)[0]
     except InvalidInput as exc:
         raise OpenAIError(400, f"{where}: {exc}", param=where, code="invalid_value") from None
 
@@ -137,12 +136,7 @@ def check_video(facts: VideoFacts, settings: Settings, where: str) -> None:
                           "s", "max_video_duration_s")
 
 
-def video_tokens(frames: int, height: int, width: int, patch: int) -> int:
-    """Tokens of ``frames`` frames of ``height`` x ``width`` (as video_preprocessor counts them)."""
-    return math.ceil(frames / TEMPORAL_PATCH) * (height // patch) * (width // patch)
-
-
-def estimate_video_tokens(facts: VideoFacts, opts: VideoOptions) -> int | None:
+def estimate_video_tokens(facts: VideoFacts, opts: VideoOptions, media: MediaSettings) -> int | None:
     """The video tokens the media models will produce, from the header (None when it cannot tell)."""
     if facts.duration is None or not facts.duration > 0 or facts.fps is None:
         return None
@@ -154,10 +148,10 @@ def estimate_video_tokens(facts: VideoFacts, opts: VideoOptions) -> int | None:
     available = max(1, math.floor((end - start) * facts.fps + 1e-6))
     frames = len(target_times(start, max(start, end - frame_duration), frame_duration, opts, available))
     try:
-        h, w = fit_pixel_budget(facts.height, facts.width, opts.patch_factor, opts.min_pixels, opts.max_pixels)
+        h, w = media.video_size(frames, facts.height, facts.width, opts.min_pixels, opts.max_pixels)
     except InvalidInput:
         return None
-    return video_tokens(frames, h, w, opts.patch_factor)
+    return media.video_tokens(frames, h, w)
 
 
 def check_image(data: bytes, settings: Settings, where: str) -> None:
@@ -216,16 +210,34 @@ def frame_list_size(frames: list[bytes], settings: Settings, where: str) -> tupl
 # --- the model's context -------------------------------------------------------------------------
 
 
-def context_tokens(settings: Settings) -> int | None:
-    """The model's context in tokens: the setting, else llm/1/model.json's max_model_len (None: unknown)."""
+def context_tokens(settings: Settings, engine: dict[str, Any] | None = None) -> int | None:
+    """The model's context in tokens: the setting, else the llm's max_model_len (as video_preprocessor's
+    describe reports it from model.json, else read from <model_repository>/llm/1/model.json); None: unknown."""
     if settings.max_context_tokens:
         return settings.max_context_tokens
+    value = (engine or {}).get("max_model_len")
+    if isinstance(value, int) and value > 0:
+        return value
     try:
         args = json.loads((Path(settings.model_repository) / "llm" / "1" / "model.json").read_text())
         value = int(args.get("max_model_len") or 0)
     except (OSError, ValueError, TypeError, AttributeError):
         return None
     return value if value > 0 else None
+
+
+def media_limit(settings: Settings, engine: dict[str, Any], modality: str) -> tuple[int, str]:
+    """How many items of ``modality`` one request may carry, and the setting that says so: the
+    shim's own cap, or the engine's ``limit_mm_per_prompt`` from model.json when it is lower (vLLM
+    would refuse the request after the media were decoded)."""
+    ours = settings.max_videos if modality == "video" else settings.max_images
+    where = env_name("max_videos" if modality == "video" else "max_images")
+    limit = (engine.get("limit_mm_per_prompt") or {}).get(modality)
+    if isinstance(limit, dict):  # vLLM's newer form: {"count": N, ...}
+        limit = limit.get("count")
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 <= limit < ours:
+        return limit, f"limit_mm_per_prompt.{modality} of the llm's model.json"
+    return ours, where
 
 
 def check_context(tokens: list[tuple[str, int]], context: int | None, *, estimated: bool) -> None:
@@ -246,7 +258,7 @@ def check_context(tokens: list[tuple[str, int]], context: int | None, *, estimat
 
 
 def check_media(videos: list[tuple[str, Any, VideoOptions]], images: list[tuple[str, bytes]],
-                settings: Settings) -> list[tuple[str, int]]:
+                settings: Settings, media: MediaSettings) -> list[tuple[str, int]]:
     """Header checks of a request's fetched media (blocking: run it in a thread).
 
     ``videos`` are (where, container bytes, a container's local path, or a frame list, resolved
@@ -260,7 +272,7 @@ def check_media(videos: list[tuple[str, Any, VideoOptions]], images: list[tuple[
             if facts is None:
                 continue
             check_video(facts, settings, where)
-            tokens = estimate_video_tokens(facts, opts)
+            tokens = estimate_video_tokens(facts, opts, media)
             if tokens is not None:
                 estimates.append((where, tokens))
         else:  # a frame list: its stills are decoded here in the shim, at full size

@@ -28,6 +28,7 @@ from openai_frontend.budgets import (
     check_media,
     context_tokens,
     limit_error,
+    media_limit,
     resolved_options,
 )
 from openai_frontend.errors import OpenAIError, from_exception
@@ -36,6 +37,7 @@ from openai_frontend.media.urls import FrameList, MediaFetcher, StoredVideo
 from openai_frontend.metrics import Metrics
 from openai_frontend.settings import Settings
 from video_pipeline.errors import EngineUnavailable, PipelineError
+from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import VideoOptions
 from video_pipeline.media.packing import pack, unpack
 from video_pipeline.steps import PreprocessorStep
@@ -138,7 +140,6 @@ class Service:
         self.fetcher = fetcher
         self.metrics = metrics
         self._preprocessor: PreprocessorStep | None = None
-        self.context_tokens = context_tokens(settings)  # the model's context, for the video budget
 
     async def prepare(self, conversation: Conversation, *, video_defaults: dict[str, Any], sampling: dict[str, Any],
                       stream: bool, request_id: str, scope: str = "",
@@ -151,12 +152,14 @@ class Service:
         videos: list[VideoRef] = conversation.parts(VideoRef)
         images: list[ImageRef] = conversation.parts(ImageRef)
         s = self.settings
-        if len(videos) > s.max_videos:
-            raise OpenAIError(400, f"the request has {len(videos)} videos; this server takes at most {s.max_videos} "
-                              "(VLT_MAX_VIDEOS)", param="messages", code="too_many_media")
-        if len(images) > s.max_images:
-            raise OpenAIError(400, f"the request has {len(images)} images; this server takes at most {s.max_images} "
-                              "(VLT_MAX_IMAGES)", param="messages", code="too_many_media")
+        step = await self._preprocessor_step() if videos or images else None
+        engine = step.engine if step is not None else {}
+        for kind, items in (("video", videos), ("image", images)):
+            most, where = media_limit(s, engine, kind)
+            if len(items) > most:
+                raise OpenAIError(400, f"the request has {len(items)} {kind}s; this server takes at most {most} "
+                                  f"({where})", param="messages", code="too_many_media")
+        context = context_tokens(s, engine)  # the model's context, for the video budget
         options = [{**video_defaults, **v.window} for v in videos]
         resolved = await self._check_options(videos, options)  # before any download
         budget = RequestBudget(s)
@@ -170,11 +173,12 @@ class Service:
             estimates = await asyncio.to_thread(
                 check_media, [(v.where, d.local if isinstance(d, StoredVideo) else d, o)
                               for v, d, o in zip(videos, video_data, resolved, strict=True)],
-                [(i.where, d) for i, d in zip(images, image_data, strict=True)], s)
-            check_context(estimates, self.context_tokens, estimated=True)
+                [(i.where, d) for i, d in zip(images, image_data, strict=True)], s,
+                step.media if step is not None else MediaSettings())
+            check_context(estimates, context, estimated=True)
         frames, infos = await self._videos(videos, list(video_data), options)
         check_context([(v.where, int(i.get("num_video_tokens") or 0)) for v, i in zip(videos, infos, strict=True)],
-                      self.context_tokens, estimated=False)
+                      context, estimated=False)
         if infos:
             self.metrics.videos.inc(len(infos))
             self.metrics.frames.inc(sum(int(i.get("num_frames", 0)) for i in infos))
@@ -243,9 +247,19 @@ class Service:
         return resolved
 
     async def _preprocessor_step(self) -> PreprocessorStep:
+        """The media settings of the served model (video_preprocessor's describe) as a local step: it
+        resolves options, estimates tokens and sizes frame lists exactly as the media models do."""
         if self._preprocessor is None:
-            self._preprocessor = PreprocessorStep(await self.backend.media_parameters())
+            described = await self.backend.describe_media()
+            params = {k: v for k, v in described.get("parameters", {}).items() if k.startswith("default_")}
+            self._preprocessor = PreprocessorStep(params, media=MediaSettings.from_dict(described["media"]),
+                                                  engine=described.get("engine") or {})
         return self._preprocessor
+
+    async def media_settings(self) -> dict[str, Any]:
+        """The effective media settings and engine limits, as /v1/models shows them."""
+        step = await self._preprocessor_step()
+        return step.describe()
 
     @staticmethod
     def _media_error(exc: PipelineError, refs: list[VideoRef]) -> OpenAIError:

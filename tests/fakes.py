@@ -13,8 +13,11 @@ import numpy as np
 from openai_frontend.backend.base import Delta, LlmRequest
 from video_pipeline.media.packing import pack
 
-# The tiny model's video_preprocessor parameters (model_repository/video_preprocessor/config.pbtxt).
-MEDIA_PARAMETERS = {"default_patch_factor": "28", "model_min_pixels": "3136", "model_max_pixels": "50176"}
+# What video_preprocessor's describe answers for the tiny test model (its processor files).
+TINY_MEDIA = {"family": "qwen2_vl", "sizing": "frame", "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2,
+              "video_min_pixels": 3136, "video_max_pixels": 50176, "image_min_pixels": 3136,
+              "image_max_pixels": 50176}
+TINY_ENGINE = {"max_model_len": 16384, "limit_mm_per_prompt": {"video": 4, "image": 4}}
 
 
 @dataclass
@@ -43,8 +46,13 @@ class FakeBackend:
     async def ready(self) -> bool:
         return self.is_ready
 
-    async def media_parameters(self) -> dict[str, str]:
-        return dict(MEDIA_PARAMETERS)
+    engine: dict[str, Any] = field(default_factory=lambda: dict(TINY_ENGINE))
+
+    async def describe_media(self) -> dict[str, Any]:
+        from video_pipeline.media.model_media import MediaSettings
+
+        return {"parameters": {"served_model": "../llm/1/model.json"},
+                "media": MediaSettings(**TINY_MEDIA).to_dict(), "engine": dict(self.engine)}
 
     async def media(self, videos: list[bytes], options: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict]]:
         self.media_calls.append((list(videos), [dict(o) for o in options]))

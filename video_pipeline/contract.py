@@ -91,6 +91,8 @@ VIDEO_PREPROCESSOR = ModelContract(
         Tensor(FRAME_INDICES, "TYPE_INT64", (-1,), optional=True),
         Tensor(VIDEO_METADATA, "TYPE_STRING", (-1,), optional=True),
         Tensor(VIDEO_OPTIONS, "TYPE_STRING", (-1,), optional=True),
+        # alone: answer the effective media settings and engine limits as one video_info element
+        Tensor(DESCRIBE, "TYPE_BOOL", (1,), optional=True),
     ),
     outputs=(
         Tensor(VIDEO_FRAMES, "TYPE_UINT8", _FRAMES_DIMS),

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +23,30 @@ from video_pipeline import contract as C
 from video_pipeline.cache import CacheObserver, Entry, MediaCache, cache_key, content_hash, default_root
 from video_pipeline.errors import InvalidInput, MediaTooLarge
 from video_pipeline.media.decode import DecodedVideo, decode_video
+from video_pipeline.media.model_media import (
+    MediaSettings,
+    apply_overrides,
+    engine_limits,
+    load_media_settings,
+    served_model_folder,
+)
 from video_pipeline.media.options import DEFAULT_FPS, DecodeLimits, VideoOptions
 from video_pipeline.media.packing import pack, split, unpack
 from video_pipeline.media.preprocess import preprocess
 
+logger = logging.getLogger(__name__)
+
 Inputs = dict[str, "np.ndarray | None"]
 Outputs = dict[str, np.ndarray]
 
-_DEFAULTABLE = ("fps", "max_frames", "min_pixels", "max_pixels", "patch_factor")
-# The model processor's own pixel bounds: budgets are clamped into them, so frames reach the
-# engine at a size its processor keeps (outside them it would resize every frame again).
-_BOUNDS = ("model_min_pixels", "model_max_pixels")
+# Per-request defaults an operator may set (config.pbtxt "default_<key>"); the pixel budget's
+# defaults are otherwise the served model's own bounds.
+_DEFAULTABLE = ("fps", "max_frames", "min_pixels", "max_pixels")
+# Where the served model is: its folder, or the llm model's model.json (relative paths: from this
+# model's folder). Its processor files decide frame sizes and token counts (MediaSettings); config
+# parameters named like a MediaSettings field override what the folder says (and are logged).
+SERVED_MODEL = "served_model"
+MEDIA_FIELDS = tuple(f.name for f in fields(MediaSettings) if f.name not in ("family", "sizing", "sources"))
 # Keys Triton itself reads from a model's parameters.
 _TRITON_KEYS = {"EXECUTION_ENV_PATH"}
 # The decoder's media cache (video_pipeline.cache): its size (0: off) and folder ("": one per server in /dev/shm).
@@ -91,20 +105,42 @@ def _option_defaults(params: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def pixel_bounds(params: dict[str, str]) -> tuple[int, int] | None:
-    if not any(params.get(k) for k in _BOUNDS):
-        return None
-    try:
-        lo, hi = int(params.get(_BOUNDS[0]) or 1), int(params.get(_BOUNDS[1]) or 2**62)
-    except ValueError:
-        raise InvalidInput(f"{_BOUNDS} must be integers") from None
-    if not 0 < lo <= hi:
-        raise InvalidInput(f"need 0 < model_min_pixels <= model_max_pixels, got {lo}, {hi}")
-    return lo, hi
+def resolve_parameters(params: dict[str, str], model_dir: str | Path | None) -> dict[str, str]:
+    """A model's parameters with a relative ``served_model`` made absolute from the model's folder
+    (``model_dir``: the folder holding config.pbtxt)."""
+    served = params.get(SERVED_MODEL)
+    if not served or Path(served).is_absolute() or model_dir is None:
+        return dict(params)
+    return {**params, SERVED_MODEL: str((Path(model_dir) / served).resolve())}
+
+
+def media_settings(params: dict[str, str]) -> tuple[MediaSettings, Path | None]:
+    """The served model's media settings (and its model.json, if named) from a step's parameters."""
+    overrides = {k: params[k] for k in MEDIA_FIELDS if params.get(k)}
+    where = params.get(SERVED_MODEL) or ""
+    if not where:
+        settings = apply_overrides(MediaSettings(), overrides)
+        logger.info("no %s configured: media settings are %s's processor defaults", SERVED_MODEL, settings.family)
+        return settings, None
+    path = Path(where)
+    settings = load_media_settings(served_model_folder(path), overrides)
+    logger.info("media settings of %s: %s", where, json.dumps(settings.to_dict(), default=str))
+    return settings, (path if path.is_file() else None)
+
+
+def check_request_media(opts: VideoOptions, media: MediaSettings) -> None:
+    """A request's settings the served model cannot take are refused, naming them."""
+    if opts.patch_factor is not None and opts.patch_factor != media.factor:
+        raise InvalidInput(f"patch_factor {opts.patch_factor} does not match the served model's patch size x merge "
+                           f"({media.patch_size}x{media.merge_size} = {media.factor}); leave it out")
+    one_patch = media.factor * media.factor
+    if media.takes_pixel_budget and opts.max_pixels is not None and opts.max_pixels < one_patch:
+        raise InvalidInput(f"max_pixels {opts.max_pixels} is below one {media.factor}x{media.factor} patch "
+                           f"({one_patch} pixels), the least the served model can see")
 
 
 def video_options(
-    inputs: Inputs, n: int, defaults: dict[str, Any], bounds: tuple[int, int] | None = None
+    inputs: Inputs, n: int, defaults: dict[str, Any], media: MediaSettings | None = None
 ) -> list[VideoOptions]:
     """Options for each of ``n`` videos: none given, one shared, or one per video."""
     docs = parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)
@@ -119,10 +155,7 @@ def video_options(
             raise InvalidInput(f"{C.VIDEO_OPTIONS} must be JSON objects")
         doc = {k: v for k, v in doc.items() if k != PATH_KEY}  # where the video is, not how to sample it
         opts = VideoOptions.from_dict({**defaults, **doc})
-        if bounds is not None:
-            lo, hi = bounds
-            opts = replace(opts, min_pixels=min(max(opts.min_pixels, lo), hi),
-                           max_pixels=min(max(opts.max_pixels, lo), hi))
+        check_request_media(opts, media or MediaSettings())
         out.append(opts)
     return out
 
@@ -139,21 +172,21 @@ class DecoderStep:
     def __init__(self, params: dict[str, str], observer: CacheObserver | None = None) -> None:
         check_params(
             params,
-            {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE} | set(_BOUNDS)
-            | set(_CACHE_KEYS) | {"media_root"},
+            {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE} | set(MEDIA_FIELDS)
+            | set(_CACHE_KEYS) | {"media_root", SERVED_MODEL},
         )
         self.limits = DecodeLimits.from_params(params)
         root = params.get("media_root") or os.environ.get(MEDIA_ROOT_ENV, "")
         self.media_root = Path(root).resolve() if root else None
         self.defaults = _option_defaults(params)
-        self.bounds = pixel_bounds(params)
+        self.media, _ = media_settings(params)
         self.cache = _cache(params, observer)
         limits = {k: v for k, v in asdict(self.limits).items() if k not in _EFFORT_ONLY}
-        self._key_base = {"decoder": decoder_version(), "limits": limits}
+        self._key_base = {"decoder": decoder_version(), "limits": limits, "media": self.media.key()}
 
     def __call__(self, inputs: Inputs) -> Outputs:
         videos: list[bytes | Path] = list(as_bytes_list(inputs.get(C.VIDEO), C.VIDEO))
-        options = video_options(inputs, len(videos), self.defaults, self.bounds)
+        options = video_options(inputs, len(videos), self.defaults, self.media)
         for i, path in enumerate(video_paths(inputs, len(videos))):
             if path is not None:
                 if videos[i]:
@@ -200,13 +233,13 @@ class DecoderStep:
     def _decode(self, data: bytes | Path, opts: VideoOptions) -> DecodedVideo:
         source = str(data) if isinstance(data, Path) else data
         if not isinstance(data, Path) and not data:
-            return decode_video(data, opts, self.limits)  # the decoder's own "empty" error
+            return decode_video(data, opts, self.limits, self.media)  # the decoder's own "empty" error
         opts.check_limits(self.limits)  # a request over budget is refused, cached or not
         key = cache_key(self._key_base, _file_hash(data) if isinstance(data, Path) else content_hash(data),
-                        _canonical(opts))
+                        _canonical(opts, self.media))
 
         def compute() -> Entry:
-            video = decode_video(source, opts, self.limits)
+            video = decode_video(source, opts, self.limits, self.media)
             return Entry({"frames": video.frames, "timestamps": video.timestamps,
                           "frame_indices": video.frame_indices}, video.metadata)
 
@@ -244,10 +277,12 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _canonical(opts: VideoOptions) -> dict[str, Any]:
-    """The options as a cache key sees them: every field, with the default sampling spelled out,
-    so {} and {"fps": 2} (the same decode) share an entry and nothing that differs does."""
+def _canonical(opts: VideoOptions, media: MediaSettings) -> dict[str, Any]:
+    """The options as a cache key sees them: every field, with the default sampling and pixel budget
+    spelled out, so {} and {"fps": 2} (the same decode) share an entry and nothing that differs does."""
     out = opts.to_dict()
+    out["min_pixels"], out["max_pixels"] = media.clamp_video_budget(opts.min_pixels, opts.max_pixels)
+    out["patch_factor"] = media.factor
     if opts.num_frames is None and opts.fps is None:
         out["fps"] = DEFAULT_FPS
     if opts.mode != "keyframe":
@@ -274,24 +309,41 @@ def decoder_version() -> str:
     older decoder made."""
     import av
 
-    from video_pipeline.media import decode, options, resize, sampling
+    from video_pipeline.media import decode, model_media, options, resize, sampling
 
     digest = hashlib.sha256()
-    for module in (decode, sampling, options, resize):
+    for module in (decode, sampling, options, resize, model_media):
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(json.dumps([av.__version__, av.library_versions], default=str).encode())
     return digest.hexdigest()[:16]
 
 
 class PreprocessorStep:
-    """``video_preprocessor``: packed frames -> packed engine-sized frames + engine metadata."""
+    """``video_preprocessor``: packed frames -> packed engine-sized frames + engine metadata.
 
-    def __init__(self, params: dict[str, str]) -> None:
-        check_params(params, {f"default_{k}" for k in _DEFAULTABLE} | set(_BOUNDS))
+    Asked to ``describe`` (alone), it answers one ``video_info`` element: the effective media
+    settings and the engine's limits from model.json, for clients such as the shim's budgets.
+    ``media`` given (the shim, from such an answer) stands for the served model's folder.
+    """
+
+    def __init__(self, params: dict[str, str], media: MediaSettings | None = None,
+                 engine: dict[str, Any] | None = None) -> None:
+        check_params(params, {f"default_{k}" for k in _DEFAULTABLE} | set(MEDIA_FIELDS) | {SERVED_MODEL})
         self.defaults = _option_defaults(params)
-        self.bounds = pixel_bounds(params)
+        if media is not None:
+            self.media, self.engine = media, dict(engine or {})
+        else:
+            self.media, model_json = media_settings(params)
+            self.engine = engine_limits(model_json)
+
+    def describe(self) -> dict[str, Any]:
+        """What a ``describe`` request answers."""
+        return {"media": self.media.to_dict(), "engine": self.engine}
 
     def __call__(self, inputs: Inputs) -> Outputs:
+        describe = inputs.get(C.DESCRIBE)
+        if describe is not None and bool(np.asarray(describe).reshape(-1)[:1].any()):
+            return {C.VIDEO_FRAMES: pack([]), C.VIDEO_INFO: json_tensor([self.describe()])}
         metadata = parse_json_list(inputs.get(C.VIDEO_METADATA), C.VIDEO_METADATA)
         n = len(metadata)
         if n == 0:
@@ -313,10 +365,10 @@ class PreprocessorStep:
         per_video = unpack(frames, shapes)
         ts = split(timestamps.reshape(-1), counts)
         idx = split(indices.reshape(-1), counts)
-        options = video_options(inputs, n, self.defaults, self.bounds)
+        options = video_options(inputs, n, self.defaults, self.media)
         sized, infos = [], []
         for i in range(n):
-            f, info = preprocess(per_video[i], ts[i], idx[i], metadata[i], options[i])
+            f, info = preprocess(per_video[i], ts[i], idx[i], metadata[i], options[i], self.media)
             sized.append(f)
             infos.append(info)
         return {C.VIDEO_FRAMES: pack(sized), C.VIDEO_INFO: json_tensor(infos)}

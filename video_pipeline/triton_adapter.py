@@ -29,9 +29,13 @@ Outputs = dict[str, np.ndarray]
 
 
 def model_parameters(args: dict[str, Any]) -> dict[str, str]:
-    """``parameters`` of config.pbtxt as plain strings."""
+    """``parameters`` of config.pbtxt as plain strings; a relative ``served_model`` path is made
+    absolute from this model's folder."""
+    from video_pipeline.steps import resolve_parameters
+
     config = json.loads(args["model_config"])
-    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    return resolve_parameters(params, args.get("model_repository"))
 
 
 def triton_error(exc: BaseException) -> Any:

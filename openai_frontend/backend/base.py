@@ -48,8 +48,10 @@ class Backend(Protocol):
         """Whether every model the shim calls is loaded and ready."""
         ...
 
-    async def media_parameters(self) -> dict[str, str]:
-        """``parameters`` of the video_preprocessor model (patch factor, pixel bounds), for frame lists."""
+    async def describe_media(self) -> dict[str, Any]:
+        """The video_preprocessor model's ``parameters`` (its config.pbtxt), ``media`` (the served
+        model's effective media settings, MediaSettings.to_dict) and ``engine`` (max_model_len,
+        limit_mm_per_prompt of the llm's model.json), for budgets and frame lists."""
         ...
 
     async def media(self, videos: list[bytes], options: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict]]:

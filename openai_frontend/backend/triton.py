@@ -137,7 +137,7 @@ class TritonBackend:
         self.url = url
         self.timeout_s = timeout_s
         self._client: InferenceServerClient | None = None
-        self._media_params: dict[str, str] | None = None
+        self._media_params: dict[str, Any] | None = None
         self._aborts: set[asyncio.Task[None]] = set()  # abort requests in flight (kept referenced)
 
     @property
@@ -156,15 +156,20 @@ class TritonBackend:
         except (InferenceServerException, grpc.RpcError, OSError):
             return False
 
-    async def media_parameters(self) -> dict[str, str]:
+    async def describe_media(self) -> dict[str, Any]:
         if self._media_params is None:
+            describe = InferInput(C.DESCRIBE, [1], "BOOL")
+            describe.set_data_from_numpy(np.array([True]))
             try:
                 config = await self.client.get_model_config(C.VIDEO_PREPROCESSOR.name, as_json=True,
                                                             client_timeout=10)
+                result = await self.client.infer(C.VIDEO_PREPROCESSOR.name, [describe], client_timeout=30)
             except InferenceServerException as exc:
                 raise error_from_status(exc.status(), exc.message()) from None
             params = config.get("config", {}).get("parameters", {})
-            self._media_params = {k: str(v.get("string_value", "")) for k, v in params.items()}
+            described = json.loads(result.as_numpy(C.VIDEO_INFO).reshape(-1)[0])
+            self._media_params = {"parameters": {k: str(v.get("string_value", "")) for k, v in params.items()},
+                                  **described}
         return self._media_params
 
     async def media(self, videos: list[bytes], options: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict]]:

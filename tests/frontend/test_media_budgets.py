@@ -70,7 +70,7 @@ def test_chat_answers_400_before_downloading_when_video_options_are_invalid(make
 @pytest.mark.parametrize(("changes", "status", "needles"), [
     ({"max_video_duration_s": 2.0}, 413, ["the video lasts 4.0 s", "the limit is 2 s", "VLT_MAX_VIDEO_DURATION_S"]),
     ({"max_frame_pixels": 160 * 120 - 1}, 413, ["160x120 = 19200 pixels", "the limit is 19199", "VLT_MAX_FRAME_PIXELS"]),
-    ({"max_context_tokens": 100}, 400, ["the videos need about", "context of 100 tokens"]),
+    ({"max_context_tokens": 50}, 400, ["the videos need about", "context of 50 tokens"]),
 ])
 def test_chat_refuses_a_video_by_its_header_before_decoding_when_it_breaks_a_budget(make, changes, status,
                                                                                    needles) -> None:
@@ -106,6 +106,41 @@ def test_chat_reads_the_context_from_the_llm_engine_args_when_not_set(settings, 
     assert context_tokens(settings.with_(model_repository=str(tmp_path))) == 4096
     assert context_tokens(settings.with_(model_repository=str(tmp_path), max_context_tokens=99)) == 99
     assert context_tokens(settings.with_(model_repository=str(tmp_path / "none"))) is None
+
+
+def test_chat_takes_the_context_from_the_media_models_describe_when_not_set(make) -> None:
+    client, backend = make()
+    backend.engine = {"max_model_len": 40, "limit_mm_per_prompt": {"video": 4, "image": 4}}
+    r = chat(client, video(data_url(make_video(CLIP))))
+    assert r.status_code == 400, r.text
+    assert "context of 40 tokens" in error_of(r)["message"] and error_of(r)["code"] == "context_length_exceeded"
+    assert backend.media_calls == []
+
+
+@pytest.mark.parametrize(("limits", "needle"), [
+    ({"video": 1}, "takes at most 1 (limit_mm_per_prompt.video of the llm's model.json)"),
+    ({"video": {"count": 1}}, "takes at most 1 (limit_mm_per_prompt.video of the llm's model.json)"),
+    ({"video": 9}, None),
+])
+def test_chat_refuses_more_videos_than_the_engine_takes_when_its_limit_is_below_ours(make, limits, needle) -> None:
+    client, backend = make()
+    backend.engine = {"max_model_len": 16384, "limit_mm_per_prompt": limits}
+    clip = data_url(make_video(CLIP))
+    r = chat(client, video(clip), video(clip))
+    if needle is None:  # the engine takes more than our own cap (4): two are fine
+        assert r.status_code == 200, r.text
+        return
+    assert r.status_code == 400 and needle in error_of(r)["message"], r.text
+    assert backend.media_calls == []
+
+
+def test_models_show_the_effective_media_settings_when_the_media_models_describe_them(make) -> None:
+    client, _ = make()
+    card = client.get("/v1/models").json()["data"][0]
+    media = card["media"]["media"]
+    assert (media["family"], media["patch_factor"], media["video_max_pixels"]) == ("qwen2_vl", 28, 50176)
+    assert card["media"]["engine"]["max_model_len"] == 16384
+    assert client.get(f"/v1/models/{MODEL}").json()["media"] == card["media"]
 
 
 @pytest.mark.parametrize(("data", "mime", "status", "needle"), [

@@ -11,17 +11,18 @@ from openai_frontend.budgets import (
     estimate_video_tokens,
     probe_video,
     resolved_options,
-    video_tokens,
 )
 from openai_frontend.errors import OpenAIError
 from tests.conftest import MODEL_REPOSITORY
 from tests.videos import ClipSpec, make_video
 from video_pipeline import contract as C
-from video_pipeline.steps import DecoderStep, PreprocessorStep, json_tensor
+from video_pipeline.media.model_media import MediaSettings
+from video_pipeline.steps import DecoderStep, PreprocessorStep, json_tensor, resolve_parameters
 
 
 def _params(model: str) -> dict[str, str]:
-    return C.config_parameters((MODEL_REPOSITORY / model / "config.pbtxt").read_text())
+    params = C.config_parameters((MODEL_REPOSITORY / model / "config.pbtxt").read_text())
+    return resolve_parameters(params, MODEL_REPOSITORY / model)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_token_estimate_from_the_header_equals_what_the_media_steps_produce(step
     clip = make_video(spec)
     facts = probe_video(clip)
     assert facts is not None and (facts.width, facts.height) == (spec.width, spec.height)
-    estimate = estimate_video_tokens(facts, resolved_options(options, steps[1], "v"))
+    estimate = estimate_video_tokens(facts, resolved_options(options, steps[1], "v"), steps[1].media)
     assert estimate == _real_tokens(steps, clip, options)
 
 
@@ -68,8 +69,9 @@ def test_probe_answers_none_when_the_bytes_are_no_readable_video(data) -> None:
 
 
 def test_video_tokens_count_temporal_pairs_of_patches() -> None:
-    assert video_tokens(8, 84, 112, 28) == 4 * 3 * 4
-    assert video_tokens(7, 84, 112, 28) == 4 * 3 * 4
+    media = MediaSettings()
+    assert media.video_tokens(8, 84, 112) == 4 * 3 * 4
+    assert media.video_tokens(7, 84, 112) == 4 * 3 * 4
 
 
 def test_context_check_names_every_video_and_the_context_when_the_videos_do_not_fit() -> None:

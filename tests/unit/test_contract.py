@@ -86,19 +86,28 @@ def test_ensemble_wiring_is_consistent_when_steps_are_checked(name: str) -> None
 
 
 def _params(name: str) -> dict[str, str]:
+    from video_pipeline.steps import resolve_parameters
+
     text = (REPO / name / "config.pbtxt").read_text()
-    return config_parameters(text)
+    return resolve_parameters(config_parameters(text), REPO / name)
 
 
-def test_media_models_share_the_model_geometry_when_configured() -> None:
-    """Decoder and preprocessor must size frames alike, or every frame is resized twice."""
+def test_media_models_share_the_model_geometry_when_configured(tiny_model) -> None:
+    """Decoder and preprocessor must size frames alike, or every frame is resized twice: both read
+    the served model's folder, and neither forces a media setting the other does not."""
+    from video_pipeline.steps import MEDIA_FIELDS, SERVED_MODEL, DecoderStep, PreprocessorStep
+
     dec, pre = _params("video_decoder"), _params("video_preprocessor")
-    for key in ("default_patch_factor", "model_min_pixels", "model_max_pixels"):
+    for key in (SERVED_MODEL, *MEDIA_FIELDS):
         assert dec.get(key) == pre.get(key), key
+    assert DecoderStep({**dec, "cache_max_bytes": "0"}).media == PreprocessorStep(pre).media
 
 
 @pytest.mark.parametrize("name", ["video_decoder", "video_preprocessor"])
-def test_media_step_loads_when_given_its_committed_parameters(name: str) -> None:
+def test_media_step_loads_when_given_its_committed_parameters(name: str, tiny_model) -> None:
     from video_pipeline.steps import DecoderStep, PreprocessorStep
 
-    (DecoderStep if name == "video_decoder" else PreprocessorStep)(_params(name))
+    step = (DecoderStep if name == "video_decoder" else PreprocessorStep)(_params(name))
+    # the committed llm/1/model.json serves the tiny model: its own processor files decide
+    assert (step.media.family, step.media.video_max_pixels, step.media.sources["video_max_pixels"]) == (
+        "qwen2_vl", 50176, "processor_config.json:video_processor:size.longest_edge")

@@ -26,7 +26,8 @@ from tests.videos import (
     read_orientation,
 )
 from video_pipeline.media.decode import DecodedVideo, decode_video, probe
-from video_pipeline.media.options import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DecodeLimits, VideoOptions
+from video_pipeline.media.model_media import MediaSettings
+from video_pipeline.media.options import DecodeLimits, VideoOptions
 
 Clip = Callable[..., tuple[ClipSpec, bytes]]
 
@@ -319,10 +320,12 @@ def test_decode_video_fits_pixel_budget_when_resize_is_true(clip: Clip, width: i
     assert_true_frames(video, spec)
     _, h, w, _ = video.frames.shape
     assert h % 28 == 0 and w % 28 == 0
-    assert DEFAULT_MIN_PIXELS <= h * w <= DEFAULT_MAX_PIXELS
+    media = MediaSettings()  # Qwen2-VL's processor defaults
+    assert media.video_min_pixels <= h * w <= media.video_max_pixels
     assert abs(np.log((w / h) / (width / height))) < 0.25  # aspect kept, to within the rounding
     assert (video.metadata["output_width"], video.metadata["output_height"]) == (w, h)
-    custom = decode(data, num_frames=2, patch_factor=14, min_pixels=14 * 14 * 4, max_pixels=14 * 14 * 30)
+    small = MediaSettings(patch_size=7, video_min_pixels=14 * 14 * 4, video_max_pixels=14 * 14 * 30)
+    custom = decode_video(data, VideoOptions(num_frames=2), media=small)
     _, h, w, _ = custom.frames.shape
     assert h % 14 == 0 and w % 14 == 0 and 14 * 14 * 4 <= h * w <= 14 * 14 * 30
     assert_true_frames(custom, spec)

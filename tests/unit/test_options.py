@@ -9,9 +9,6 @@ import pytest
 from video_pipeline.errors import InvalidInput, MediaTooLarge
 from video_pipeline.media.options import (
     DEFAULT_MAX_FRAMES,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MIN_PIXELS,
-    DEFAULT_PATCH_FACTOR,
     DecodeLimits,
     VideoOptions,
 )
@@ -59,11 +56,8 @@ def test_from_dict_accepts_integral_floats_when_field_is_int() -> None:
 def test_defaults_match_the_documented_constants_when_nothing_given() -> None:
     opts = VideoOptions()
     assert (opts.num_frames, opts.fps, opts.max_frames) == (None, None, DEFAULT_MAX_FRAMES)
-    assert (opts.min_pixels, opts.max_pixels, opts.patch_factor) == (
-        DEFAULT_MIN_PIXELS,
-        DEFAULT_MAX_PIXELS,
-        DEFAULT_PATCH_FACTOR,
-    )
+    # the pixel budget and patch factor are the served model's unless a request sets them
+    assert (opts.min_pixels, opts.max_pixels, opts.patch_factor) == (None, None, None)
     assert opts.mode == "exact" and opts.resize is True
 
 

@@ -29,9 +29,15 @@ def test_preprocess_keeps_decoder_sized_frames_when_options_are_the_same(options
     assert info["num_video_tokens"] == -(-info["num_frames"] // 2) * (info["height"] // 28) * (info["width"] // 28)
 
 
-def test_options_lower_min_pixels_when_only_a_small_max_pixels_is_given() -> None:
+def test_preprocess_raises_a_budget_below_the_models_minimum_to_it_when_only_max_pixels_is_given() -> None:
+    # The model's processor enlarges frames below its minimum, so smaller frames would be resized
+    # again and counted wrong: the request's budget is kept inside the model's bounds.
+    frames = np.zeros((4, 120, 160, 3), np.uint8)
     opts = VideoOptions.from_dict({"max_pixels": 112 * 112})
-    assert opts.min_pixels == 4 * 28 * 28 < opts.max_pixels
+    assert (opts.min_pixels, opts.max_pixels) == (None, 112 * 112)
+    sized, info = preprocess(frames, np.arange(4) / 2, np.arange(4), {"fps": 2.0}, opts)
+    assert (info["sampling"]["min_pixels"], info["sampling"]["max_pixels"]) == (128 * 28 * 28, 128 * 28 * 28)
+    assert sized.shape[1] * sized.shape[2] >= 128 * 28 * 28
 
 
 def test_preprocess_reports_vllm_metadata_keys_when_given_frames() -> None:

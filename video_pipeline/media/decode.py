@@ -39,8 +39,8 @@ import av
 import numpy as np
 
 from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge, UnsupportedMedia
+from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import DecodeLimits, VideoOptions
-from video_pipeline.media.resize import fit_pixel_budget
 from video_pipeline.media.sampling import sampling_plan, select_frames, snap_to_keyframes
 
 logger = logging.getLogger(__name__)
@@ -85,9 +85,11 @@ class _Deadline:
 
 
 def decode_video(
-    source: Source, options: VideoOptions | None = None, limits: DecodeLimits | None = None
+    source: Source, options: VideoOptions | None = None, limits: DecodeLimits | None = None,
+    media: MediaSettings | None = None,
 ) -> DecodedVideo:
-    """Decodes the frames ``options`` asks for from a container in memory or on disk.
+    """Decodes the frames ``options`` asks for from a container in memory or on disk, scaled (in
+    FFmpeg's pixel path) to the size the served model's processor gives them (``media``).
 
     Raises :class:`InvalidInput` (corrupt/truncated/empty/non-video),
     :class:`UnsupportedMedia` (audio only, no decoder), :class:`MediaTooLarge`
@@ -102,15 +104,16 @@ def decode_video(
             stream = _video_stream(container, limits)
             index = _build_window_index(container, stream, limits, deadline, options.start, options.end)
             if index is not None:
-                return _decode_indexed(container, stream, index, options, limits, deadline)
+                return _decode_indexed(container, stream, index, options, limits, deadline, media)
     with _open(source, limits) as container:
         stream = _video_stream(container, limits)
         index = _build_index(container, stream, limits, deadline)
-        return _decode_indexed(container, stream, index, options, limits, deadline)
+        return _decode_indexed(container, stream, index, options, limits, deadline, media)
 
 
 def _decode_indexed(
-    container: Any, stream: Any, index: _Index, options: VideoOptions, limits: DecodeLimits, deadline: _Deadline
+    container: Any, stream: Any, index: _Index, options: VideoOptions, limits: DecodeLimits, deadline: _Deadline,
+    media: MediaSettings | None = None,
 ) -> DecodedVideo:
     """The decode pass over an indexed stream (whole video or a window)."""
     tb = stream.time_base or Fraction(1, 90000)
@@ -126,14 +129,16 @@ def _decode_indexed(
         )
 
     cc = stream.codec_context
+    media = media or MediaSettings()
 
     def out_size(disp_h: int, disp_w: int) -> tuple[int, int]:
         if options.resize:
-            return fit_pixel_budget(disp_h, disp_w, options.patch_factor, options.min_pixels, options.max_pixels)
+            # Sized for the frame count asked: a clip budget (Qwen3-VL) depends on it.
+            return media.video_size(max(1, len(chosen)), disp_h, disp_w, options.min_pixels, options.max_pixels)
         return disp_h, disp_w
 
     # The rotation is not known before a frame is decoded (see _Converter), but the budget
-    # can be checked now: fit_pixel_budget is symmetric, so a quarter turn keeps the area.
+    # can be checked now: the sizing rules are symmetric, so a quarter turn keeps the area.
     out_h, out_w = out_size(cc.height, cc.width)
     nbytes = len(chosen) * out_h * out_w * 3
     if nbytes > limits.max_output_bytes:

@@ -30,10 +30,6 @@ from video_pipeline.errors import InvalidInput, MediaTooLarge
 
 DEFAULT_FPS = 2.0
 DEFAULT_MAX_FRAMES = 768
-# Qwen-VL's default per-frame pixel budget for video (128..768 tokens of 28x28).
-DEFAULT_MIN_PIXELS = 128 * 28 * 28
-DEFAULT_MAX_PIXELS = 768 * 28 * 28
-DEFAULT_PATCH_FACTOR = 28
 SAMPLING_MODES = ("exact", "keyframe")
 
 
@@ -85,9 +81,12 @@ class VideoOptions:
     end: float | None = None
     mode: str = "exact"
     keyframe_tolerance: float = 1.0
-    min_pixels: int = DEFAULT_MIN_PIXELS
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    patch_factor: int = DEFAULT_PATCH_FACTOR
+    # The pixel budget as the served model's processor reads it (per frame, or for all frames
+    # together: video_pipeline.media.model_media); None: the model's own bound.
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    # Must equal the served model's patch size x merge when given (kept for clients that send it).
+    patch_factor: int | None = None
     resize: bool = True  # False: keep native size (the preprocessor still sizes for the engine)
 
     def __post_init__(self) -> None:
@@ -107,11 +106,11 @@ class VideoOptions:
             raise InvalidInput(f"mode must be one of {list(SAMPLING_MODES)}, got {self.mode!r}")
         if not (self.keyframe_tolerance >= 0 and math.isfinite(self.keyframe_tolerance)):
             raise InvalidInput(f"keyframe_tolerance must be >= 0, got {self.keyframe_tolerance}")
-        if self.patch_factor < 1:
+        if self.patch_factor is not None and self.patch_factor < 1:
             raise InvalidInput(f"patch_factor must be >= 1, got {self.patch_factor}")
-        if self.min_pixels < 1 or self.max_pixels < 1:
+        if (self.min_pixels is not None and self.min_pixels < 1) or (self.max_pixels is not None and self.max_pixels < 1):
             raise InvalidInput("min_pixels and max_pixels must be >= 1")
-        if self.min_pixels > self.max_pixels:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise InvalidInput(f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})")
 
     @property
@@ -162,14 +161,8 @@ class VideoOptions:
                 kwargs[key] = _coerce(key, value, float)
             else:
                 kwargs[key] = _coerce(key, value, int)
-        # A budget given on one side only moves the default on the other side with it,
-        # so {"max_pixels": 12544} alone is valid (not "min_pixels exceeds max_pixels").
-        if "max_pixels" in kwargs and "min_pixels" not in kwargs and kwargs["max_pixels"] < DEFAULT_MIN_PIXELS:
-            # Not min == max: no size fits a budget that tight. Four patches is the floor Qwen uses.
-            factor = int(kwargs.get("patch_factor", DEFAULT_PATCH_FACTOR))
-            kwargs["min_pixels"] = min(kwargs["max_pixels"], 4 * factor * factor)
-        if "min_pixels" in kwargs and "max_pixels" not in kwargs:
-            kwargs["max_pixels"] = max(DEFAULT_MAX_PIXELS, kwargs["min_pixels"])
+        # A budget given on one side only is fine: the model's bound fills the other side
+        # (MediaSettings.clamp_video_budget keeps both inside the model's bounds).
         return cls(**kwargs)
 
     @classmethod

@@ -1,24 +1,22 @@
-"""Frames from the decoder -> what a Qwen-VL-class engine consumes.
+"""Frames from the decoder -> what the served model's engine consumes.
 
-Sizes frames under the pixel budget (a no-op when the decoder already scaled
-them in FFmpeg's pixel path) and describes them in the metadata shape vLLM's
-Qwen2/2.5/3-VL processors accept, so the model sees the true timestamps.
+Sizes frames as the model's processor would (:class:`MediaSettings`; a no-op when the
+decoder already scaled them in FFmpeg's pixel path, so the processor passes them through
+untouched) and describes them in the metadata shape vLLM's Qwen2/2.5/3-VL processors
+accept, so the model sees the true timestamps.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
 import numpy as np
 
 from video_pipeline.errors import InvalidInput
+from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import VideoOptions
-from video_pipeline.media.resize import fit_pixel_budget, resize_frames
-
-# Qwen-VL merges this many consecutive frames into one temporal patch.
-TEMPORAL_PATCH = 2
+from video_pipeline.media.resize import resize_frames
 
 
 def preprocess(
@@ -27,6 +25,7 @@ def preprocess(
     frame_indices: np.ndarray,
     metadata: dict[str, Any],
     options: VideoOptions,
+    media: MediaSettings | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Returns (frames sized for the engine, engine metadata)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -42,7 +41,8 @@ def preprocess(
     # same target and frames the decoder already scaled pass through untouched (never re-fitted).
     src_h = int(metadata.get("height") or frames.shape[1])
     src_w = int(metadata.get("width") or frames.shape[2])
-    h, w = fit_pixel_budget(src_h, src_w, options.patch_factor, options.min_pixels, options.max_pixels)
+    media = media or MediaSettings()
+    h, w = media.video_size(t, src_h, src_w, options.min_pixels, options.max_pixels)
     sized = resize_frames(frames, h, w)
     fps = float(metadata.get("fps") or 0.0)
     if not fps > 0:
@@ -51,7 +51,6 @@ def preprocess(
         fps = (t - 1) / span if span > 0 else 1.0
     total = int(metadata.get("total_num_frames") or t)
     duration = float(metadata.get("duration") or (timestamps[-1] if t else 0.0))
-    grid = (h // options.patch_factor) * (w // options.patch_factor)
     info = {
         # The keys vLLM's Qwen2.5/3-VL processors read from video metadata.
         "fps": fps,
@@ -65,10 +64,9 @@ def preprocess(
         "width": int(w),
         "height": int(h),
         "num_frames": int(t),
-        "num_video_tokens": int(math.ceil(t / TEMPORAL_PATCH) * grid),
+        "num_video_tokens": media.video_tokens(t, h, w),
         # How the frames were chosen and sized (defaults included), for the answer's sampling plan.
-        "sampling": {**(metadata.get("sampling") or {}), "min_pixels": options.min_pixels,
-                     "max_pixels": options.max_pixels},
+        "sampling": {**(metadata.get("sampling") or {}), **_budget(media, options)},
     }
     if metadata.get("cache"):
         info["cache"] = str(metadata["cache"])
@@ -79,3 +77,10 @@ def preprocess(
         # processor and prefix caches can reuse their work without hashing the frames.
         info["uuid"] = "vlt-" + hashlib.sha256(f"{key}:{h}x{w}".encode()).hexdigest()[:40]
     return sized, info
+
+
+def _budget(media: MediaSettings, options: VideoOptions) -> dict[str, Any]:
+    """The pixel budget that applied, defaults filled in, and what it counts (one frame or all)."""
+    lo, hi = media.clamp_video_budget(options.min_pixels, options.max_pixels)
+    return {"min_pixels": lo, "max_pixels": hi, "pixel_budget": "per frame" if media.sizing == "frame" else
+            ("all frames together" if media.sizing == "clip" else "fixed size"), "patch_factor": media.factor}
