@@ -58,11 +58,16 @@ QUESTIONS = ("What happens in the video?", "Which colours do you see?")
 MAX_TOKENS = 8
 
 
-def _model_pixel_bounds() -> dict[str, int]:
-    from video_pipeline.contract import config_parameters
+def _model_media():  # noqa: ANN202 - MediaSettings, imported lazily
+    """The served model's media settings (its processor files), as video_decoder reads them."""
+    from video_pipeline.media.model_media import load_media_settings, served_model_folder
 
-    params = config_parameters((ROOT / "model_repository" / "video_decoder" / "config.pbtxt").read_text())
-    return {"min_pixels": int(params["model_min_pixels"]), "max_pixels": int(params["model_max_pixels"])}
+    return load_media_settings(served_model_folder(ROOT / "model_repository" / "llm" / "1" / "model.json"))
+
+
+def _model_pixel_bounds() -> dict[str, int]:
+    media = _model_media()
+    return {"min_pixels": media.video_min_pixels, "max_pixels": media.video_max_pixels}
 
 
 # --- second question ----------------------------------------------------------------------------
@@ -232,6 +237,7 @@ def bench_window(repeats: int) -> list[dict[str, Any]]:
     from video_pipeline.media.options import VideoOptions
 
     bounds = _model_pixel_bounds()
+    media = _model_media()
     long = clip_by_name(WINDOW_CLIP).path
     rows = []
     for start, end, note in WINDOWS:
@@ -244,7 +250,7 @@ def bench_window(repeats: int) -> list[dict[str, Any]]:
             order = (("window", long_bytes, {"start": start, "end": end}), ("cut", cut_bytes, {}))
             for name, data, window in (order if r % 2 == 0 else order[::-1]):
                 t0, c0 = time.perf_counter(), time.process_time()
-                video = decode_video(data, VideoOptions(**window, **bounds))
+                video = decode_video(data, VideoOptions(**window, **bounds), media=media)
                 took, cpu_took = time.perf_counter() - t0, time.process_time() - c0
                 if r:
                     runs[name].append(took)

@@ -47,14 +47,19 @@ sys.path.insert(0, str(ROOT))
 
 from perf.clips import clip_by_name, ensure_clips  # noqa: E402
 from perf.results import replace_section  # noqa: E402
-from video_pipeline.contract import config_parameters  # noqa: E402
 from video_pipeline.launch import free_port  # noqa: E402
+from video_pipeline.media.model_media import load_media_settings, served_model_folder  # noqa: E402
 
 MODEL_JSON = ROOT / "model_repository" / "llm" / "1" / "model.json"
 NUM_FRAMES = 16
-# The served model's per-frame pixel bound, which video_decoder clamps budgets to (config.pbtxt).
-_DECODER = config_parameters((ROOT / "model_repository" / "video_decoder" / "config.pbtxt").read_text())
-MIN_PIXELS, MAX_PIXELS = int(_DECODER["model_min_pixels"]), int(_DECODER["model_max_pixels"])
+
+def _model_video_bounds() -> tuple[int, int]:
+    """The served model's video pixel bounds (its processor files), which our media models size within."""
+    media = load_media_settings(served_model_folder(MODEL_JSON))
+    return media.video_min_pixels, media.video_max_pixels
+
+
+MIN_PIXELS, MAX_PIXELS = _model_video_bounds()
 QUESTION = "Describe this video."
 
 
@@ -284,7 +289,7 @@ def markdown(cells: list[Cell], args: argparse.Namespace, clip_desc: str) -> str
     tokens = {c.stack: {s.prompt_tokens for s in c.samples} for c in cells if c.samples}
     if len({min(t) for t in tokens.values() if t}) > 1:
         lines += ["", "The prompt tokens differ: our decoder sizes frames within the served model's pixel bounds "
-                  f"(`model_min_pixels`..`model_max_pixels` = {MIN_PIXELS}..{MAX_PIXELS}, from its processor "
+                  f"(video_min_pixels..video_max_pixels = {MIN_PIXELS}..{MAX_PIXELS}, from its processor "
                   "config), while vLLM's video path kept its video processor's own, larger default size "
                   f"although it was started with `--mm-processor-kwargs` {{\"size\": ...}} of the same bounds. "
                   "So vLLM's times include a longer prefill; the decoder alone against vLLM's loader on identical "

@@ -154,8 +154,10 @@ def video_options(
         if not isinstance(doc, dict):
             raise InvalidInput(f"{C.VIDEO_OPTIONS} must be JSON objects")
         doc = {k: v for k, v in doc.items() if k != PATH_KEY}  # where the video is, not how to sample it
-        opts = VideoOptions.from_dict({**defaults, **doc})
-        check_request_media(opts, media or MediaSettings())
+        media = media or MediaSettings()
+        # The model's processor's frame cap is the default cap (an operator's default_max_frames wins).
+        opts = VideoOptions.from_dict({"max_frames": media.max_frames, **defaults, **doc})
+        check_request_media(opts, media)
         out.append(opts)
     return out
 

@@ -52,12 +52,15 @@ def test_decoder_returns_requested_frames_when_called_over_grpc(triton, clip) ->
     assert meta["total_num_frames"] == 60 and meta["fps"] == 30.0 and meta["codec"] == "h264"
 
 
-def test_decoder_output_equals_local_decode_when_tensors_cross_the_stub(triton, clip) -> None:
+def test_decoder_output_equals_local_decode_when_tensors_cross_the_stub(triton, clip, tiny_model) -> None:
     """Insurance against the numpy-2 ABI corruption in the 2.51 stub."""
+    from video_pipeline.media.model_media import load_media_settings
+
     options = {"fps": 5, "max_pixels": 112 * 112}
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
         r = client.infer("video_decoder", _grpc_inputs(clip, options))
-    local = decode_video(clip, VideoOptions.from_dict(options))
+    # the server's decoder sizes for the served (tiny) model's processor
+    local = decode_video(clip, VideoOptions.from_dict(options), media=load_media_settings(tiny_model))
     assert np.array_equal(r.as_numpy(C.FRAMES), local.frames)
     assert np.array_equal(r.as_numpy(C.FRAME_INDICES), local.frame_indices)
 
@@ -148,3 +151,17 @@ def test_decoder_returns_no_frames_when_given_no_video(triton) -> None:
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
         r = client.infer("video_decoder", [b])
     assert r.as_numpy(C.FRAMES).shape[0] == 0 and r.as_numpy(C.VIDEO_METADATA).shape == (0,)
+
+
+def test_preprocessor_describes_the_served_models_media_settings_when_asked(triton, tiny_model) -> None:
+    """The media models read the tiny model's own processor files (via llm/1/model.json)."""
+    from video_pipeline.media.model_media import load_media_settings
+
+    describe = grpcclient.InferInput(C.DESCRIBE, [1], "BOOL")
+    describe.set_data_from_numpy(np.array([True]))
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        r = client.infer(C.VIDEO_PREPROCESSOR.name, [describe])
+    described = json.loads(r.as_numpy(C.VIDEO_INFO)[0])
+    assert described["media"] == load_media_settings(tiny_model).to_dict()
+    assert described["media"]["sources"]["video_max_pixels"].startswith("processor_config.json")
+    assert described["engine"] == {"max_model_len": 16384, "limit_mm_per_prompt": {"video": 4, "image": 4}}

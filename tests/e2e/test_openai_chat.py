@@ -313,7 +313,12 @@ def _counters(base_url: str) -> dict[str, float]:
 
 
 def test_models_health_and_metrics_reflect_the_running_server(shim, clip) -> None:
-    assert [m.id for m in shim.client().models.list()] == ["tiny-qwen2-vl"]
+    models = list(shim.client().models.list())
+    assert [m.id for m in models] == ["tiny-qwen2-vl"]
+    # our extension: the served model's media settings, as the media models read them
+    media = models[0].model_extra["media"]
+    assert (media["media"]["family"], media["media"]["patch_factor"], media["engine"]["max_model_len"]) == (
+        "qwen2_vl", 28, 16384)
     assert httpx.get(f"{shim.base_url}/health").json() == {"status": "ok"}
     assert httpx.get(f"{shim.base_url}/health/ready").json() == {"status": "ready"}
     before = _counters(shim.base_url)

@@ -31,6 +31,16 @@ def steps() -> tuple[DecoderStep, PreprocessorStep]:
     return DecoderStep(params), PreprocessorStep(_params("video_preprocessor"))
 
 
+@pytest.fixture(scope="module")
+def qwen3_steps() -> tuple[DecoderStep, PreprocessorStep]:
+    """Media steps serving tiny Qwen3-VL, whose video budget counts all frames together."""
+    from tests.conftest import ROOT, build_tiny_model
+
+    folder = build_tiny_model("qwen3_vl", ROOT / ".tiny" / "qwen3_vl")
+    params = {"served_model": str(folder)}
+    return DecoderStep({**params, "cache_max_bytes": "0"}), PreprocessorStep(params)
+
+
 def _real_tokens(steps, clip: bytes, options: dict) -> int:
     decoder, preprocessor = steps
     opts = json_tensor([options])
@@ -55,7 +65,9 @@ def _bytes(data: bytes):  # noqa: ANN202
     (ClipSpec(width=128, height=96, fps=30, num_frames=90, container="mkv"), {"fps": 2, "min_pixels": 3136}),
     (ClipSpec(width=96, height=128, fps=24, num_frames=48, container="webm", codec="libvpx-vp9"), {}),
 ])
-def test_token_estimate_from_the_header_equals_what_the_media_steps_produce(steps, spec, options) -> None:
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen3_vl"])
+def test_token_estimate_from_the_header_equals_what_the_media_steps_produce(request, arch, spec, options) -> None:
+    steps = request.getfixturevalue("steps" if arch == "qwen2_vl" else "qwen3_steps")
     clip = make_video(spec)
     facts = probe_video(clip)
     assert facts is not None and (facts.width, facts.height) == (spec.width, spec.height)

@@ -217,3 +217,34 @@ def test_served_model_folder_follows_model_json_when_given_the_llm_engine_args(t
                                                  "limit_mm_per_prompt": {"video": 2, "image": {"count": 3}}}
     with pytest.raises(InvalidInput, match="neither a model folder nor"):
         served_model_folder(tmp_path / "nothing")
+
+
+def test_media_steps_take_config_overrides_and_describe_them_when_parameters_force_a_value(tmp_path) -> None:
+    import numpy as np
+
+    from video_pipeline import contract as C
+    from video_pipeline.steps import DecoderStep, PreprocessorStep
+
+    folder = _folder(tmp_path, "qwen2_5_vl", {"preprocessor_config.json": QWEN25_HUB})
+    params = {"served_model": str(folder), "video_max_pixels": "602112"}
+    decoder, preprocessor = DecoderStep({**params, "cache_max_bytes": "0"}), PreprocessorStep(params)
+    assert decoder.media == preprocessor.media and decoder.media.video_max_pixels == 602112
+    out = preprocessor({C.DESCRIBE: np.array([True])})
+    described = json.loads(out[C.VIDEO_INFO][0])
+    assert described["media"]["video_max_pixels"] == 602112
+    assert described["media"]["sources"]["video_max_pixels"] == "config.pbtxt"
+    assert described["media"]["sources"]["video_min_pixels"] == "preprocessor_config.json:min_pixels"
+    assert described["engine"] == {}  # a folder, not a model.json: no engine limits to report
+    assert out[C.VIDEO_FRAMES].shape[0] == 0
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"patch_factor": 32}, "patch_factor 32 does not match the served model's patch size x merge"),
+    ({"max_pixels": 100}, "max_pixels 100 is below one 28x28 patch"),
+])
+def test_media_steps_refuse_request_settings_when_the_model_cannot_take_them(options, match) -> None:
+    from video_pipeline.errors import InvalidInput as Invalid
+    from video_pipeline.steps import json_tensor, video_options
+
+    with pytest.raises(Invalid, match=match):
+        video_options({"video_options": json_tensor([options])}, 1, {}, MediaSettings())

@@ -101,3 +101,21 @@ def test_build_replaces_the_folder_when_the_seed_differs(tmp_path: Path) -> None
 def test_build_raises_when_the_arch_is_unknown(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown arch"):
         tiny_model.build("llama", tmp_path / "m")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_build_writes_the_real_checkpoints_processor_files_when_media_is_real(
+    built: dict[str, Path], arch: str, tmp_path: Path
+) -> None:
+    folder = tiny_model.build(arch, tmp_path / arch, seed=0, media="real")
+    expected = tiny_model.REAL_MEDIA[arch]
+    for name, doc in expected.items():
+        assert json.loads((folder / name).read_text()) == doc
+    # The real layout: no processor_config.json; Qwen2(.5)-VL no video_preprocessor_config.json either.
+    assert not (folder / "processor_config.json").exists()
+    assert (folder / "video_preprocessor_config.json").exists() == ("video_preprocessor_config.json" in expected)
+    # Same weights as the tiny-media build; the stamps tell the two apart.
+    assert (folder / "model.safetensors").read_bytes() == (built[arch] / "model.safetensors").read_bytes()
+    assert tiny_model.is_complete(folder, arch, 0, media="real")
+    assert not tiny_model.is_complete(folder, arch, 0)
+    assert not tiny_model.is_complete(built[arch], arch, 0, media="real")

@@ -11,6 +11,11 @@ that is not printable ASCII, so greedy text stays readable and runs to
 
 The same seed and arch always give the same folder (weights, tokenizer,
 configs); :func:`build` skips the work when the folder already holds that model.
+
+``media="tiny"`` (the default) gives tiny pixel budgets, so clips cost few tokens.
+``media="real"`` writes the processor files the real checkpoints ship instead (their
+values and their file layout: see :data:`REAL_MEDIA`), so tests can check our media
+sizing against transformers' and vLLM's processors on a realistic configuration.
 ``scripts/build_tiny_model.py`` is the command-line entry point.
 """
 
@@ -32,6 +37,7 @@ logger = logging.getLogger(__name__)
 BUILDER_VERSION = 2
 #: Written last; its presence (with matching content) marks a complete folder.
 STAMP_FILE = "tiny_model.json"
+MEDIA = ("tiny", "real")
 
 VOCAB_SIZE = 512
 TEXT_HIDDEN = 128
@@ -154,35 +160,78 @@ ARCHS: dict[str, _Arch] = {
     ),
 }
 
+_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
-def is_complete(out: str | os.PathLike[str], arch: str, seed: int = 0) -> bool:
-    """True when ``out`` already holds a finished build of ``arch`` with ``seed``."""
+#: The processor files the real checkpoints ship (file name -> JSON), copied from
+#: Qwen/Qwen2-VL-7B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct and Qwen/Qwen3-VL-8B-Instruct.
+#: Qwen2(.5)-VL ship only preprocessor_config.json: transformers then builds the video
+#: processor from it too (per-frame budget min_pixels..max_pixels). Qwen3-VL ships its video
+#: processor apart; its fps 2, min_frames 4 and max_frames 768 are the class's defaults.
+REAL_MEDIA: dict[str, dict[str, dict[str, Any]]] = {
+    "qwen2_vl": {
+        "preprocessor_config.json": {
+            "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+            "merge_size": 2, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD,
+            "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor",
+        },
+    },
+    "qwen2_5_vl": {
+        "preprocessor_config.json": {
+            "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+            "merge_size": 2, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD,
+            "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+        },
+    },
+    "qwen3_vl": {
+        "preprocessor_config.json": {
+            "size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
+            "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor",
+            "image_processor_type": "Qwen2VLImageProcessorFast",
+        },
+        "video_preprocessor_config.json": {
+            "size": {"longest_edge": 25165824, "shortest_edge": 4096}, "patch_size": 16,
+            "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor",
+            "video_processor_type": "Qwen3VLVideoProcessor",
+        },
+    },
+}
+
+
+def is_complete(out: str | os.PathLike[str], arch: str, seed: int = 0, media: str = "tiny") -> bool:
+    """True when ``out`` already holds a finished build of ``arch`` with ``seed`` and ``media``."""
     try:
         stamp = json.loads((Path(out) / STAMP_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return stamp == _stamp(arch, seed)
+    return stamp == _stamp(arch, seed, media)
 
 
-def build(arch: str, out: str | os.PathLike[str], seed: int = 0) -> Path:
+def build(arch: str, out: str | os.PathLike[str], seed: int = 0, media: str = "tiny") -> Path:
     """Build the tiny ``arch`` model into ``out`` unless it is already there; return ``out``.
 
+    ``media`` picks the processor files: ``"tiny"`` budgets, or the ``"real"``
+    checkpoint's (:data:`REAL_MEDIA`); weights and tokenizer are the same either way.
     The folder is assembled in a sibling temporary directory and renamed into
     place, so concurrent builders and interrupted runs never leave a half-built
     folder that looks complete.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    if media not in MEDIA:
+        raise ValueError(f"unknown media {media!r}; choose one of {list(MEDIA)}")
     out = Path(out)
-    if is_complete(out, arch, seed):
-        logger.debug("tiny %s model (seed %d) already at %s", arch, seed, out)
+    if is_complete(out, arch, seed, media):
+        logger.debug("tiny %s model (seed %d, %s media) already at %s", arch, seed, media, out)
         return out
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_model(ARCHS[arch], tmp, seed)
-        (tmp / STAMP_FILE).write_text(json.dumps(_stamp(arch, seed), indent=2) + "\n")
+        _write_model(arch, tmp, seed, media)
+        (tmp / STAMP_FILE).write_text(json.dumps(_stamp(arch, seed, media), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         # mkdtemp (and safetensors) make private files; a server may run as another user.
@@ -199,14 +248,18 @@ def build(arch: str, out: str | os.PathLike[str], seed: int = 0) -> Path:
     return out
 
 
-def _stamp(arch: str, seed: int) -> dict[str, Any]:
-    return {"arch": arch, "seed": seed, "builder_version": BUILDER_VERSION}
+def _stamp(arch: str, seed: int, media: str = "tiny") -> dict[str, Any]:
+    stamp: dict[str, Any] = {"arch": arch, "seed": seed, "builder_version": BUILDER_VERSION}
+    if media != "tiny":  # the default build's stamp (and so its folder) stays as it always was
+        stamp["media"] = media
+    return stamp
 
 
-def _write_model(arch: _Arch, out: Path, seed: int) -> None:
+def _write_model(name: str, out: Path, seed: int, media: str = "tiny") -> None:
     import torch
     import transformers
 
+    arch = ARCHS[name]
     tokenizer = build_tokenizer()
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     config = getattr(transformers, arch.config_class)(
@@ -260,6 +313,9 @@ def _write_model(arch: _Arch, out: Path, seed: int) -> None:
     )
     model.save_pretrained(out, safe_serialization=True)
 
+    if media == "real":
+        _write_real_processor(name, tokenizer, out)
+        return
     processor = _processor(arch, tokenizer)
     processor.save_pretrained(out)
     # transformers 5 keeps both processors inside processor_config.json; older
@@ -309,6 +365,15 @@ def _processor(arch: _Arch, tokenizer: Any) -> Any:
         video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def _write_real_processor(name: str, tokenizer: Any, out: Path) -> None:
+    """The real checkpoint's layout: tokenizer files, the chat template, its processor JSON files
+    (no processor_config.json, so transformers reads each processor from its own file)."""
+    tokenizer.save_pretrained(out)
+    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    for file_name, doc in REAL_MEDIA[name].items():
+        (out / file_name).write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def build_tokenizer() -> Any:

@@ -173,13 +173,15 @@ def read_llava_onevision(found: ModelFolder) -> MediaSettings:
     height, width, sources = _fixed_size(found, LLAVA_ONEVISION, size)
     # vLLM LlavaOnevision _get_num_frame_tokens: ceil(grid / stride) ** 2 (bilinear pooling).
     tokens = math.ceil(size // patch / stride) ** 2
+    # vLLM and transformers end each video with one image_newline token (196*T + 1).
     sources.update(tokens_per_frame="config.json:vision_config (image_size, patch_size)",
+                   video_extra_tokens="llava_onevision: one image_newline per video",
                    patch_size="config.json:vision_config.patch_size")
     return MediaSettings(family=LLAVA_ONEVISION.name, sizing="fixed", patch_size=patch, merge_size=stride,
                          temporal_patch_size=1, video_min_pixels=height * width, video_max_pixels=height * width,
                          image_min_pixels=height * width, image_max_pixels=height * width, fps=None,
                          min_frames=1, max_frames=768, frame_height=height, frame_width=width,
-                         tokens_per_frame=tokens, sources=sources)
+                         tokens_per_frame=tokens, video_extra_tokens=1, sources=sources)
 
 
 def read_internvl(found: ModelFolder) -> MediaSettings:

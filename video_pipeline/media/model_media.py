@@ -59,6 +59,7 @@ class MediaSettings:
     frame_height: int = 0  # "fixed": every frame is resized to this size
     frame_width: int = 0
     tokens_per_frame: int = 0  # "fixed": video tokens per (temporal patch of) frame(s)
+    video_extra_tokens: int = 0  # placeholder tokens a video adds once (LLaVA-OneVision's image_newline)
     # Where each value came from (file:key, "default", "config.pbtxt"): shown, not compared.
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -134,8 +135,8 @@ class MediaSettings:
         """Prompt tokens of ``num_frames`` frames already sized by :meth:`video_size`."""
         groups = math.ceil(max(0, num_frames) / self.temporal_patch_size)
         if self.sizing == "fixed":
-            return groups * self.tokens_per_frame
-        return groups * (height // self.factor) * (width // self.factor)
+            return groups * self.tokens_per_frame + self.video_extra_tokens
+        return groups * (height // self.factor) * (width // self.factor) + self.video_extra_tokens
 
     # --- images ------------------------------------------------------------------------------
 
