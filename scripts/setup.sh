@@ -25,7 +25,8 @@ pip install -q --upgrade "pip<25" wheel
 pip install -q torch==2.13.0
 pip install -q -r requirements/cpu.txt
 pip install -q -r requirements/generation.txt
-# After everything else, on purpose over declared pins (see the file).
+# numpy 1.26 for the tritonserver 2.51 stub of this CPU stack: after everything else, on purpose over
+# declared pins (see the file). The GPU image keeps its own numpy instead (docker/Dockerfile).
 pip install -q -r requirements/numpy.txt
 # tritonserver 2.51 + python backend binaries; pytriton's own Python deps are not used.
 pip install -q --no-deps -r requirements/triton.txt

@@ -19,6 +19,13 @@ DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
 COMPOSE = DOCKER / "compose.yaml"
 MODEL_JSONS = sorted((DOCKER / "models").glob("*.json"))
+ENGINE_ARGS_FILES = [*MODEL_JSONS, ROOT / "model_repository" / "llm" / "1" / "model.json"]
+# max_position_embeddings of each example's model (its config.json on the Hugging Face hub)
+MODEL_CONTEXT = {
+    "Qwen/Qwen2.5-VL-7B-Instruct": 128000,
+    "Qwen/Qwen3-VL-8B-Instruct": 262144,
+    "Qwen/Qwen3-VL-30B-A3B-Instruct": 262144,
+}
 REPOSITORY_MODELS = sorted(p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt"))
 
 
@@ -144,15 +151,69 @@ def test_compose_mounts_files_that_exist(compose) -> None:
                 assert (DOCKER / source).exists(), f"{volume}: {source} does not exist"
 
 
-@pytest.mark.parametrize("path", MODEL_JSONS, ids=[p.stem for p in MODEL_JSONS])
-def test_model_json_examples_are_vllm_engine_args(path: Path) -> None:
+@pytest.mark.parametrize("path", ENGINE_ARGS_FILES, ids=[str(p.relative_to(ROOT)) for p in ENGINE_ARGS_FILES])
+def test_model_json_keys_are_async_engine_args_fields_when_checked_against_installed_vllm(path: Path) -> None:
     import dataclasses
 
     arg_utils = pytest.importorskip("vllm.engine.arg_utils")
     args = json.loads(path.read_text())
     fields = {f.name for f in dataclasses.fields(arg_utils.AsyncEngineArgs)}
-    assert set(args) <= fields, set(args) - fields
-    assert args["served_model_name"] and args["tensor_parallel_size"] >= 1
+    assert set(args) <= fields, f"{path.name}: not AsyncEngineArgs fields: {sorted(set(args) - fields)}"
+    assert args["model"] and args["served_model_name"]
+
+
+@pytest.mark.parametrize("path", MODEL_JSONS, ids=[p.stem for p in MODEL_JSONS])
+def test_model_json_examples_run_as_they_are_when_mounted(path: Path, compose: dict) -> None:
+    from openai_frontend.settings import DOCS
+
+    args = json.loads(path.read_text())
+    # a real Hugging Face id whose context we know, and a max_model_len inside it
+    assert args["model"] in MODEL_CONTEXT, f"{path.name}: add {args['model']!r} and its context to MODEL_CONTEXT"
+    assert 0 < args["max_model_len"] <= MODEL_CONTEXT[args["model"]]
+    assert args["tensor_parallel_size"] >= 1 and 0 < args["gpu_memory_utilization"] <= 0.95
+    # vLLM must take every video and image the shim lets one request carry
+    shim_env = compose["services"]["shim"].get("environment", {})
+    for kind, setting in (("video", "max_videos"), ("image", "max_images")):
+        env, _flag, default, _doc = DOCS[setting]
+        allowed = int(re.sub(r"\$\{\w+:-(.*)\}", r"\1", str(shim_env.get(env, default))))
+        assert args["limit_mm_per_prompt"][kind] >= allowed, f"{path.name}: {kind} limit below the shim's {env}"
+
+
+def test_docker_files_leave_media_sizing_to_the_model_folder() -> None:
+    # the media models read patch size and pixel bounds from the served model's processor files at load
+    for path in [*DOCKER.rglob("*"), ROOT / "requirements" / "gpu.txt"]:
+        if path.is_file():
+            text = path.read_text()
+            for word in ("default_patch_factor", "model_min_pixels", "model_max_pixels"):
+                assert word not in text, f"{path.relative_to(ROOT)} still asks to set {word} per model"
+
+
+def test_requirements_gpu_pins_the_vllm_series_the_code_supports() -> None:
+    from video_pipeline.engines.versions import SUPPORTED_VLLM
+
+    pins = [line.split("#", 1)[0].strip() for line in (ROOT / "requirements" / "gpu.txt").read_text().splitlines()]
+    (vllm,) = [p for p in pins if re.match(r"vllm\b", p)]
+    assert vllm == f"vllm{SUPPORTED_VLLM}"
+
+
+def test_dockerfile_checks_the_vllm_version_when_building(dockerfile) -> None:
+    assert any(k == "RUN" and "check_vllm_version(" in r for k, r in dockerfile)
+
+
+def test_numpy_pin_reaches_only_the_cpu_stack_when_installing(dockerfile) -> None:
+    # requirements/numpy.txt (1.26) is for the tritonserver 2.51 stub of the CPU stack: scripts/setup.sh only
+    assert "requirements/numpy.txt" in (ROOT / "scripts" / "setup.sh").read_text()
+    assert not any("numpy.txt" in r for k, r in dockerfile if k == "RUN")
+    for name in ("gpu.txt", "generation.txt"):
+        path = ROOT / "requirements" / name
+        lines = [line.split("#", 1)[0] for line in path.read_text().splitlines()]
+        assert "numpy" not in requirement_names(path) and not any("numpy.txt" in line for line in lines)
+    # the image's own numpy (its stub is built for it) is noted before any install and put back after the last
+    runs = [r for k, r in dockerfile if k == "RUN"]
+    noted = next(i for i, r in enumerate(runs) if "numpy.__version__" in r)
+    restored = next(i for i, r in enumerate(runs) if re.search(r"--no-deps\s+\"numpy==\$\(cat ", r))
+    installs = [i for i, r in enumerate(runs) if re.search(r"pip install .*-r\s", r)]
+    assert noted < min(installs) and restored > max(installs)
 
 
 def test_docker_readme_names_the_same_image_and_files() -> None:

@@ -35,6 +35,9 @@ class VllmEngine:
     """
 
     def __init__(self, engine_args: Mapping[str, Any], *, chat_template: str | None = None) -> None:
+        from video_pipeline.engines.versions import check_vllm_version
+
+        check_vllm_version()  # before vLLM's own import errors, which would not name the range
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
