@@ -2,8 +2,10 @@
 
 Nothing here knows an architecture: the chat template decides where the media
 placeholders go (Qwen: ``<|vision_start|><|video_pad|><|vision_end|>``), and
-vLLM's processor expands each placeholder into the video's tokens. So the same
-code serves Qwen2-VL, Qwen2.5-VL and Qwen3-VL.
+vLLM's processor expands each placeholder into the video's tokens (and any
+per-frame text, such as InternVL's ``Frame1: <img>...</img>``). So the same
+code serves Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, InternVL and
+GLM-4.1V (tests/parity checks each against transformers).
 """
 
 from __future__ import annotations
@@ -27,25 +29,53 @@ _ROLES = frozenset({"system", "developer", "user", "assistant"})
 
 @dataclass(frozen=True)
 class MediaTokenIds:
-    """Placeholder token ids whose count in the (expanded) prompt is the media's token cost."""
+    """Placeholder token ids whose count in the (expanded) prompt is the media's token cost.
+
+    ``video_span`` (start, end): image placeholders between these two count as video tokens.
+    GLM-4.1V's processor writes a video's features as ``<|image|>`` tokens inside
+    ``<|begin_of_video|>...<|end_of_video|>`` (its ``<|video|>`` is gone after expansion).
+    """
 
     video: int | None
     image: int | None
+    video_span: tuple[int, int] | None = None
 
     @classmethod
     def from_model(cls, hf_config: Any, tokenizer: Any) -> MediaTokenIds:
-        """Ids from the model config (``video_token_id``), else from Qwen's token names."""
-        return cls(
-            video=_token_id(hf_config, tokenizer, "video_token_id", "<|video_pad|>"),
-            image=_token_id(hf_config, tokenizer, "image_token_id", "<|image_pad|>"),
-        )
+        """Ids from the model config (``video_token_id``), else the tokenizer's named video token
+        (InternVL's ``<video>``, which vLLM repeats for each of a video's features), else Qwen's
+        token names. A config naming ``video_start_token_id`` and ``video_end_token_id`` (GLM-4.1V)
+        gives the span."""
+        video = _config_id(hf_config, "video_token_id")
+        if video is None:
+            named = getattr(tokenizer, "video_token_id", None)
+            video = named if isinstance(named, int) else _vocab_id(tokenizer, "<|video_pad|>")
+        image = _config_id(hf_config, "image_token_id")
+        if image is None:
+            image = _vocab_id(tokenizer, "<|image_pad|>")
+        start, end = _config_id(hf_config, "video_start_token_id"), _config_id(hf_config, "video_end_token_id")
+        span = (start, end) if start is not None and end is not None else None
+        return cls(video=video, image=image, video_span=span)
 
     def count(self, prompt_token_ids: Sequence[int] | None) -> tuple[int, int]:
         """(video tokens, image tokens) in ``prompt_token_ids``."""
         if not prompt_token_ids:
             return 0, 0
-        video = sum(1 for t in prompt_token_ids if t == self.video) if self.video is not None else 0
-        image = sum(1 for t in prompt_token_ids if t == self.image) if self.image is not None else 0
+        video = image = 0
+        in_video = False
+        start, end = self.video_span or (None, None)
+        for t in prompt_token_ids:
+            if t == start:
+                in_video = True
+            elif t == end:
+                in_video = False
+            elif self.video is not None and t == self.video:
+                video += 1
+            elif self.image is not None and t == self.image:
+                if in_video:
+                    video += 1
+                else:
+                    image += 1
         return video, image
 
 
@@ -107,6 +137,9 @@ def render_prompt(request: GenerationRequest, tokenizer: Any, chat_template: str
         raise InvalidInput(
             f"messages have {images} image part(s) but the request carries {len(request.images)} image(s)"
         )
+    if _drops_string_content(tokenizer, chat_template):
+        messages = [{**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str)
+                    else m for m in messages]
     kwargs = dict(request.chat_template_kwargs)
     kwargs.setdefault("add_generation_prompt", True)
     try:
@@ -118,12 +151,33 @@ def render_prompt(request: GenerationRequest, tokenizer: Any, chat_template: str
     return text
 
 
+_PROBE = "vlt-probe-7f3a"
+_STRING_CONTENT: dict[str | None, bool] = {}
+
+
+def _drops_string_content(tokenizer: Any, chat_template: str | None) -> bool:
+    """True when the template renders only list content (LLaVA-OneVision's iterates
+    ``message['content'] | selectattr('type', ...)``, so a string message silently vanishes):
+    string messages then go to it as one text part, as vLLM's server sends them."""
+    key = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+    if key not in _STRING_CONTENT:
+        try:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": _PROBE}], chat_template=chat_template,
+                                                 tokenize=False, add_generation_prompt=False)
+            _STRING_CONTENT[key] = isinstance(text, str) and _PROBE not in text
+        except Exception:  # a template that refuses the probe is judged on the real messages instead
+            logger.debug("chat template probe failed", exc_info=True)
+            _STRING_CONTENT[key] = False
+    return _STRING_CONTENT[key]
+
+
 def multi_modal_data(request: GenerationRequest) -> dict[str, list[Any]]:
     """``multi_modal_data`` for vLLM: videos as ``(frames, metadata)``, images as arrays.
 
-    The tuple form is the one every Qwen-VL arch accepts: Qwen2.5-VL and
-    Qwen3-VL fail on bare frames ("Video metadata is required"), Qwen2-VL
-    ignores the metadata.
+    The tuple form is the one every family accepts: Qwen2.5-VL, Qwen3-VL and
+    GLM-4.1V fail on bare frames ("Video metadata is required"); for the others
+    (Qwen2-VL, LLaVA-OneVision, InternVL) vLLM's parser drops the metadata and
+    passes the frames alone.
     """
     data: dict[str, list[Any]] = {}
     if request.videos:
@@ -186,9 +240,11 @@ def _normalize_part(part: Any, where: str) -> dict[str, Any]:
     raise InvalidInput(f"{where}.type must be text, image or video, got {kind!r}")
 
 
-def _token_id(hf_config: Any, tokenizer: Any, attr: str, token: str) -> int | None:
+def _config_id(hf_config: Any, attr: str) -> int | None:
     value = getattr(hf_config, attr, None)
-    if isinstance(value, int):
-        return value
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _vocab_id(tokenizer: Any, token: str) -> int | None:
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
     return vocab.get(token)

@@ -63,7 +63,7 @@ from video_pipeline.engines.tiny_model import _bytes_to_unicode
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the builder's output changes, so stale folders are rebuilt.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 STAMP_FILE = "tiny_family.json"
 
 VOCAB_SIZE = 512
@@ -85,27 +85,28 @@ _QWEN_TEXT = {
     "initializer_range": 0.1,
 }
 
-# llava-onevision-qwen2-0.5b-ov-hf's chat template, extended to OpenAI-style part types
-# (images first, then videos, then text, as the original renders them).
+# llava-onevision-qwen2-*-ov-hf's chat template, verbatim (transformers' conversion script): images,
+# then videos, then text; list content only (a string message renders nothing).
 _LLAVA_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for content in message['content'] %}{% if content['type'] in ('image', 'image_url') %}"
-    "{{ '<image>\n' }}{% endif %}{% endfor %}"
-    "{% for content in message['content'] %}{% if content['type'] in ('video', 'video_url') %}"
-    "{{ '<video>\n' }}{% endif %}{% endfor %}"
-    "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}"
-    "{% endif %}{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}"
+    "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>\n' }}{% endfor %}"
+    "{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}"
+    "{{'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# InternVL3-hf's template (Qwen2 chat, one placeholder per image/video part).
+# InternVL3-hf's template (Qwen2 chat, one placeholder per image/video part; canonical part types only).
 _INTERNVL_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
     "{% for content in message['content'] %}"
-    "{% if content['type'] in ('image', 'image_url') %}{{ '<IMG_CONTEXT>\n' }}"
-    "{% elif content['type'] in ('video', 'video_url') %}{{ '<video>\n' }}"
+    "{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\n' }}"
+    "{% elif content['type'] == 'video' %}{{ '<video>\n' }}"
     "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
     "{{ '<|im_end|>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -116,8 +117,8 @@ _GLM4V_TEMPLATE = (
     "[gMASK]<sop>{% for message in messages %}{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
     "{% for content in message['content'] %}"
-    "{% if content['type'] in ('image', 'image_url') %}{{ '<|begin_of_image|><|image|><|end_of_image|>' }}"
-    "{% elif content['type'] in ('video', 'video_url') %}{{ '<|begin_of_video|><|video|><|end_of_video|>' }}"
+    "{% if content['type'] == 'image' %}{{ '<|begin_of_image|><|image|><|end_of_image|>' }}"
+    "{% elif content['type'] == 'video' %}{{ '<|begin_of_video|><|video|><|end_of_video|>' }}"
     "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )

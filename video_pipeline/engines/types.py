@@ -76,9 +76,10 @@ class VideoInput:
         return cls(frames=frames, metadata=metadata)
 
     def as_vllm(self) -> tuple[np.ndarray, dict[str, Any]]:
-        """The ``(frames, metadata)`` item vLLM's ``multi_modal_data["video"]`` takes for every Qwen-VL arch.
+        """The ``(frames, metadata)`` item vLLM's ``multi_modal_data["video"]`` takes for every family.
 
-        Only the keys vLLM reads are passed; extra keys (our sampling plan) stay behind.
+        Only the keys vLLM reads are passed; extra keys (our sampling plan) stay behind. vLLM
+        drops the metadata for models that need none (Qwen2-VL, LLaVA-OneVision, InternVL).
         """
         return self.frames, {k: self.metadata[k] for k in VIDEO_METADATA_KEYS}
 

@@ -16,10 +16,13 @@ model's ``config.json`` that use it. A family names:
   ``size: {height, width}``, InternVL's ``image_seq_length``, GLM-4.1V's frame-pair image
   budget), the function that reads its folder instead.
 
-Not expressible yet (see the xfail tests in tests/parity/test_families.py): LLaVA-OneVision's
-one ``image_newline`` token per video (``196 * T + 1``), the per-frame words InternVL and
-GLM-4.1V write around each frame, and the tiled images of LLaVA-OneVision (anyres) and
-InternVL (``crop_to_patches``), whose token counts depend on the image's size.
+``video_tokens`` counts placeholder tokens only (LLaVA-OneVision's one ``image_newline`` per
+video included: ``196 * T + 1``), not the words InternVL (``Frame{i}: <img>...</img>``, about
+6-10 tokens a frame) and GLM-4.1V (``<|begin_of_image|>...<|end_of_image|>{second}``, about 3
+a frame pair) write around each frame, so a context estimate is that much short. Not
+expressible yet (strict xfails in tests/parity/test_families.py): the tiled images of
+LLaVA-OneVision (anyres) and InternVL (``crop_to_patches``, up to 12 tiles + a thumbnail),
+whose token counts depend on the image's size (``image_tokens`` counts one tile).
 
 The numbers come from transformers' processor classes (5.x); the parity tests
 (tests/parity) check them against the installed transformers and vLLM.
