@@ -165,3 +165,40 @@ def test_check_raw_placeholders_raises_when_a_raw_prompt_lacks_the_video_placeho
         check_raw_placeholders(request.prompt or "", request, tokenizer, ids)
     ok = GenerationRequest(request_id="r", prompt=f"{VIDEO}describe", videos=[video()])
     check_raw_placeholders(ok.prompt or "", ok, tokenizer, ids)
+
+
+def test_media_token_ids_count_image_tokens_inside_a_video_span_as_video_when_the_config_names_one(
+    tokenizer: Any,
+) -> None:
+    # GLM-4.1V: a video's features are <|image|> tokens between begin/end-of-video markers.
+    class Config:
+        image_token_id = 8
+        video_start_token_id = 20
+        video_end_token_id = 21
+
+    ids = MediaTokenIds.from_model(Config(), tokenizer)
+    assert ids.video_span == (20, 21)
+    assert ids.count([1, 8, 8, 20, 8, 8, 8, 21, 8, 2]) == (3, 3)
+
+
+def test_media_token_ids_use_the_tokenizers_video_token_when_the_config_has_none(tokenizer: Any) -> None:
+    # InternVL: no video_token_id in the config; vLLM repeats the tokenizer's <video> per feature.
+    class Named:
+        video_token_id = 99
+
+        def get_vocab(self) -> dict[str, int]:
+            return {}
+
+    ids = MediaTokenIds.from_model(object(), Named())
+    assert (ids.video, ids.image) == (99, None)
+    assert ids.count([99, 99, 5, 99]) == (3, 0)
+
+
+def test_render_prompt_sends_string_content_as_a_text_part_when_the_template_drops_strings(tokenizer: Any) -> None:
+    from video_pipeline.engines.prompt import render_prompt
+
+    # A LLaVA-OneVision-style template: it renders only list content.
+    template = ("{% for m in messages %}<{{ m['role'] }}>{% for c in m['content'] | selectattr('type', 'equalto', "
+                "'text') %}{{ c['text'] }}{% endfor %}{% endfor %}")
+    text = render_prompt(chat("what is here?"), tokenizer, template)
+    assert "what is here?" in text
