@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openai_frontend.backend.base import Backend
 from openai_frontend.errors import OpenAIError, from_exception
-from openai_frontend.files.store import FileStore, LocalFileStore
+from openai_frontend.files.store import FileStore, open_file_store
 from openai_frontend.logging_config import RequestIdMiddleware
 from openai_frontend.media.fetch import media_client
 from openai_frontend.media.urls import MediaFetcher
@@ -31,8 +31,7 @@ from openai_frontend.service import Service
 from openai_frontend.settings import Settings
 from openai_frontend.sse import ClientGone
 from openai_frontend.videos.backend import VideoBackend, video_backend_for
-from openai_frontend.videos.jobs import JobManager
-from openai_frontend.videos.store import JobStore
+from openai_frontend.videos.jobs import open_job_manager
 from video_pipeline.errors import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -44,15 +43,16 @@ CLIENT_CLOSED = 499
 def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient | None = None,
                store: FileStore | None = None, video_backend: VideoBackend | None = None) -> FastAPI:
     """The OpenAI-compatible app on ``backend``; ``http`` fetches media URLs (one is made if not given),
-    ``store`` keeps uploaded files (a :class:`LocalFileStore` in ``settings.files_dir`` if not given),
+    ``store`` keeps uploaded files (the one the settings name if not given: by default a
+    :class:`~openai_frontend.files.store.LocalFileStore` in ``settings.files_dir``),
     ``video_backend`` generates videos (the same tritonserver's video_generator if not given)."""
     http = http or media_client(settings)  # every connection checked by the settings' address policy
     metrics = Metrics()
-    store = store or LocalFileStore(settings.files_dir, quota_bytes=settings.files_quota_bytes)
-    jobs = JobManager(JobStore(settings.files_dir), video_backend or video_backend_for(backend),
-                      concurrency=settings.videos_concurrency, max_queued=settings.videos_max_queued,
-                      ttl_s=settings.videos_ttl_s, cancel_timeout_s=settings.videos_cancel_timeout_s,
-                      sweep_s=settings.files_sweep_s)
+    owns_store = store is None
+    store = store or open_file_store(settings)  # SQLite + files_dir unless database_url / files_backend=s3
+    # Finished videos go where uploads go: the bucket of files_backend=s3 (any replica can serve them), else files_dir.
+    objects = getattr(getattr(store, "blobs", None), "objects", None)
+    jobs = open_job_manager(settings, video_backend or video_backend_for(backend), objects)
     metrics.video_jobs_queued.set_function(jobs.queued_count)  # read at scrape time
     metrics.video_jobs_running.set_function(jobs.running_count)
 
@@ -67,12 +67,14 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(sweep_forever(), name="files-sweeper")
-        await jobs.start()  # jobs a previous process left running are marked failed
+        await jobs.start()  # embedded: jobs a previous process left running are marked failed
         yield
         sweeper.cancel()
         with suppress(asyncio.CancelledError):
             await sweeper
         await jobs.shutdown()
+        if owns_store:
+            await asyncio.to_thread(store.close)
         await http.aclose()
         await backend.close()
 

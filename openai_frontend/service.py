@@ -1,9 +1,11 @@
 """The one path every endpoint shares: a conversation -> media -> an llm request -> deltas.
 
 Routers parse an OpenAI body into a :class:`Conversation` (schemas do that),
-:meth:`Service.prepare` resolves and decodes its media (containers through the
-video_media model, frame lists here), and :meth:`Service.generate` streams the
-llm model. Nothing here knows HTTP.
+:meth:`Service.prepare` resolves and checks its media, and :meth:`Service.generate`
+streams the llm model, which decodes the videos inside tritonserver (container
+bytes, paths, and frame lists alike: the shim decodes no media). A dry run (and a
+backend with ``frames_through_shim``) decodes through the video_media model instead.
+Nothing here knows HTTP.
 """
 
 from __future__ import annotations
@@ -18,28 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from openai_frontend.backend.base import Backend, Delta, LlmRequest
+from openai_frontend.backend.base import Backend, Delta, LlmRequest, MediaFailed
 from openai_frontend.budgets import (
     RequestBudget,
     check_context,
     check_frames_asked,
     check_media,
     context_tokens,
-    limit_error,
     media_limit,
     resolved_options,
 )
 from openai_frontend.errors import OpenAIError, from_exception
-from openai_frontend.media.frames import frame_list_to_video
-from openai_frontend.media.urls import FrameList, MediaFetcher, StoredVideo
+from openai_frontend.media.frames import wire_video
+from openai_frontend.media.urls import MediaFetcher, StoredVideo
 from openai_frontend.metrics import Metrics
 from openai_frontend.settings import Settings
 from video_pipeline.errors import EngineUnavailable, PipelineError
 from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import VideoOptions
-from video_pipeline.media.packing import pack, unpack
 from video_pipeline.steps import PreprocessorStep
 
 logger = logging.getLogger(__name__)
@@ -143,11 +141,13 @@ class Service:
 
     async def prepare(self, conversation: Conversation, *, video_defaults: dict[str, Any], sampling: dict[str, Any],
                       stream: bool, request_id: str, scope: str = "",
-                      attachments: Mapping[str, Path] | None = None) -> LlmRequest:
-        """Fetches and decodes every video and image of ``conversation`` into one llm request.
+                      attachments: Mapping[str, Path] | None = None, dry_run: bool = False) -> LlmRequest:
+        """Fetches and checks every video and image of ``conversation`` into one llm request.
 
         ``scope`` is the tenant whose file ids the media may name; ``attachments`` are the file parts
         of a multipart request (field name -> staged file), named as ``form://<field name>``.
+        ``dry_run`` (or a backend with ``frames_through_shim``): the videos are decoded now, through
+        video_media, and the request's ``infos`` are their plan; else llm decodes them.
         """
         videos: list[VideoRef] = conversation.parts(VideoRef)
         images: list[ImageRef] = conversation.parts(ImageRef)
@@ -176,65 +176,32 @@ class Service:
                 [(i.where, d) for i, d in zip(images, image_data, strict=True)], s,
                 step.media if step is not None else MediaSettings())
             check_context(estimates, context, estimated=True)
-        frames, infos = await self._videos(videos, list(video_data), options)
-        check_context([(v.where, int(i.get("num_video_tokens") or 0)) for v, i in zip(videos, infos, strict=True)],
-                      context, estimated=False)
-        if infos:
-            self.metrics.videos.inc(len(infos))
-            self.metrics.frames.inc(sum(int(i.get("num_frames", 0)) for i in infos))
-            for info in infos:
-                if info.get("cache") in ("hit", "miss", "off"):
-                    self.metrics.media_cache.labels(result=info["cache"]).inc()
+        wire = [wire_video(d, o) for d, o in zip(video_data, options, strict=True)]
         if images:
             self.metrics.images.inc(len(images))
-        return LlmRequest(
-            request_id=request_id,
-            messages=conversation.llm_messages(),
-            sampling=sampling,
-            stream=stream,
-            frames=frames,
-            infos=infos,
-            images=[bytes(b) for b in image_data],  # type: ignore[arg-type]
-        )
+        common = {"request_id": request_id, "messages": conversation.llm_messages(), "sampling": sampling,
+                  "stream": stream, "images": [bytes(b) for b in image_data],  # type: ignore[arg-type]
+                  "video_parts": [v.where for v in videos]}
+        if not videos or not (dry_run or getattr(self.backend, "frames_through_shim", False)):
+            return LlmRequest(**common, videos=[w for w, _ in wire], video_options=[o for _, o in wire])
+        started = time.perf_counter()
+        try:
+            frames, infos = await self.backend.media([w for w, _ in wire], [o for _, o in wire])
+        except PipelineError as exc:
+            raise self._media_error(exc, common["video_parts"]) from None
+        self.metrics.media_duration.observe(time.perf_counter() - started)
+        self._decoded(common["video_parts"], infos, context)
+        return LlmRequest(**common, frames=frames, infos=infos)
 
-    async def _videos(self, refs: list[VideoRef], data: list[bytes | FrameList | StoredVideo],
-                      options: list[dict[str, Any]],
-                      ) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
-        if not refs:
-            return None, []
-        containers = [i for i, d in enumerate(data) if not isinstance(d, FrameList)]
-        lists = [i for i, d in enumerate(data) if isinstance(d, FrameList)]
-        per_video: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
-        if containers:
-            started = time.perf_counter()
-            try:
-                # An uploaded video the decoder reads itself goes by path ("path" in its options), not by bytes.
-                packed, infos = await self.backend.media(
-                    [b"" if isinstance(data[i], StoredVideo) else data[i] for i in containers],  # type: ignore[misc]
-                    [{**options[i], "path": data[i].remote} if isinstance(data[i], StoredVideo) else options[i]
-                     for i in containers])
-            except PipelineError as exc:
-                raise self._media_error(exc, [refs[i] for i in containers]) from None
-            self.metrics.media_duration.observe(time.perf_counter() - started)
-            if not lists:  # the common case: the media model's packing is already the answer
-                return packed, infos
-            shapes = [(int(i["num_frames"]), int(i["height"]), int(i["width"])) for i in infos]
-            for i, clip, info in zip(containers, unpack(packed, shapes), infos, strict=True):
-                per_video[i] = (clip, info)
-        if lists:
-            step = await self._preprocessor_step()
-            for i in lists:
-                try:
-                    async with asyncio.timeout(self.settings.decode_timeout_s):
-                        per_video[i] = await asyncio.to_thread(frame_list_to_video, data[i], options[i], step)  # type: ignore[arg-type]
-                except TimeoutError:
-                    raise limit_error(400, refs[i].where, "decoding the frame list took too long",
-                                      f"{self.settings.decode_timeout_s:g}", "s", "decode_timeout_s",
-                                      code="decode_timeout") from None
-                except PipelineError as exc:
-                    raise self._media_error(exc, [refs[i]]) from None
-        ordered = [per_video[i] for i in range(len(refs))]
-        return pack([f for f, _ in ordered]), [info for _, info in ordered]
+    def _decoded(self, parts: list[str], infos: list[dict[str, Any]], context: int | None) -> None:
+        """The media models' answer for a request's videos: refused when they cannot fit, counted."""
+        check_context([(where, int(i.get("num_video_tokens") or 0)) for where, i in zip(parts, infos, strict=True)],
+                      context, estimated=False)
+        self.metrics.videos.inc(len(infos))
+        self.metrics.frames.inc(sum(int(i.get("num_frames", 0)) for i in infos))
+        for info in infos:
+            if info.get("cache") in ("hit", "miss", "off"):
+                self.metrics.media_cache.labels(result=info["cache"]).inc()
 
     async def _check_options(self, refs: list[VideoRef], options: list[dict[str, Any]]) -> list[VideoOptions]:
         """Each video's options as the media models will read them, refused early when out of budget."""
@@ -248,7 +215,7 @@ class Service:
 
     async def _preprocessor_step(self) -> PreprocessorStep:
         """The media settings of the served model (video_preprocessor's describe) as a local step: it
-        resolves options, estimates tokens and sizes frame lists exactly as the media models do."""
+        resolves options and estimates tokens exactly as the media models do."""
         if self._preprocessor is None:
             described = await self.backend.describe_media()
             params = {k: v for k, v in described.get("parameters", {}).items() if k.startswith("default_")}
@@ -262,31 +229,44 @@ class Service:
         return step.describe()
 
     @staticmethod
-    def _media_error(exc: PipelineError, refs: list[VideoRef]) -> OpenAIError:
+    def _media_error(exc: PipelineError, parts: list[str]) -> OpenAIError:
         """The media model's message, naming the part it is about (it numbers the videos it got)."""
         err = from_exception(exc)
         if err.status >= 500:
             return err
         m = re.match(r"video (\d+): ", err.message)
-        if len(refs) > 1 and m and int(m[1]) < len(refs):
-            ref, err.message = refs[int(m[1])], err.message[m.end():]
-        elif len(refs) == 1:
-            ref = refs[0]
+        if len(parts) > 1 and m and int(m[1]) < len(parts):
+            where, err.message = parts[int(m[1])], err.message[m.end():]
+        elif len(parts) == 1:
+            where = parts[0]
         else:
             return err
-        err.param = ref.where
-        err.message = f"{ref.where}: {err.message}"
+        err.param = where
+        err.message = f"{where}: {err.message}"
         return err
 
     async def generate(self, request: LlmRequest) -> AsyncIterator[Delta]:
-        """The llm model's deltas; an ``abort`` finish (server shutting down) becomes an error."""
+        """The llm model's deltas; an ``abort`` finish (server shutting down) becomes an error.
+
+        When llm decodes the videos, its video_info response fills ``request.infos`` (and is not
+        passed on), and a media refusal becomes the part's 4xx, as a dry run would answer it."""
+        started = time.perf_counter()
         # Every layer closes the iterator it consumes: an async generator left suspended at a
         # yield is only closed by the garbage collector, and until then the Triton request runs.
         async with aclosing(self.backend.generate(request)) as deltas:
-            async for delta in deltas:
-                if delta.finish_reason == "abort":
-                    raise EngineUnavailable("generation was aborted by the server (shutting down?)")
-                yield delta
+            try:
+                async for delta in deltas:
+                    if delta.video_info is not None:
+                        self.metrics.media_duration.observe(time.perf_counter() - started)
+                        step = await self._preprocessor_step()
+                        self._decoded(request.video_parts, delta.video_info, context_tokens(self.settings, step.engine))
+                        request.infos[:] = delta.video_info  # the routers hold this list: their video_plan
+                        continue
+                    if delta.finish_reason == "abort":
+                        raise EngineUnavailable("generation was aborted by the server (shutting down?)")
+                    yield delta
+            except MediaFailed as exc:
+                raise self._media_error(exc.error, request.video_parts) from None
 
     async def start_stream(self, request: LlmRequest) -> AsyncIterator[Delta]:
         """The llm model's deltas once the first has arrived, so that errors the model finds

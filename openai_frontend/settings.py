@@ -72,9 +72,6 @@ class Settings:
     max_decoded_bytes: int = _setting(
         2048 * _MIB, "most bytes of RGB frames the shim decodes for one frame list (stills at full size)"
     )
-    decode_timeout_s: float = _setting(
-        120.0, "wall-clock limit of decoding one frame list in the shim (containers: video_decoder's decode_timeout_s)"
-    )
     max_context_tokens: int = _setting(
         0, "the model's context, for refusing videos that cannot fit before decoding them; "
         "0: max_model_len of <model_repository>/llm/1/model.json (no check without one)"
@@ -99,11 +96,28 @@ class Settings:
         "", "request header naming the tenant whose files a request sees (others get 404); empty: one shared scope"
     )
     files_sweep_s: float = _setting(60.0, "seconds between sweeps of expired files (and expired video jobs)")
+    # --- several replicas (README "Several replicas: S3 and PostgreSQL") ---
+    database_url: str = _setting(
+        "", "postgresql://user@host:port/db keeping file records and video jobs for every replica; "
+        "empty: SQLite in files_dir (one process)"
+    )
+    files_backend: str = _setting("local", "where uploaded bytes and finished videos live: local (files_dir) or s3")
+    s3_bucket: str = _setting("", "bucket of files_backend=s3 (credentials: the usual AWS_* environment variables)")
+    s3_prefix: str = _setting("", "key prefix inside s3_bucket, e.g. vlt/ (one bucket, several deployments)")
+    s3_endpoint_url: str = _setting("", "S3-compatible endpoint (MinIO, Ceph, ...); empty: AWS's")
+    s3_region: str = _setting("", "region of s3_bucket; empty: AWS_REGION / AWS_DEFAULT_REGION")
+    s3_part_bytes: int = _setting(16 * _MIB, "part size of multipart uploads to S3 (at least 5 MiB)")
+    s3_cache_bytes: int = _setting(
+        10 * 1024 * _MIB, "most bytes of the local copies of S3 blobs the decoder reads (files_dir/s3-cache)"
+    )
     videos_concurrency: int = _setting(1, "video generations run at once (jobs and /v1/videos/sync); more wait")
     videos_max_queued: int = _setting(64, "most video generations waiting to run; more are refused with 429")
     videos_ttl_s: int = _setting(86400, "seconds a finished video job and its mp4 are kept; 0: forever")
     videos_cancel_timeout_s: float = _setting(
         10.0, "most seconds DELETE /v1/videos/{id} waits for a running generation to stop"
+    )
+    videos_lease_s: float = _setting(
+        30.0, "seconds a replica's claim on a running video job lasts unless renewed (database_url only)"
     )
     log_level: str = _setting("info", "log level of the shim (debug, info, warning, error)")
     log_format: str = _setting(
@@ -133,6 +147,24 @@ class Settings:
             raise ValueError(f"setting allowed_media_schemes takes http and/or https, got {self.allowed_media_schemes!r}")
         if self.allowed_local_media_path and not Path(self.allowed_local_media_path).is_dir():
             raise ValueError(f"setting allowed_local_media_path is not a directory: {self.allowed_local_media_path}")
+        self._check_stores()
+
+    def _check_stores(self) -> None:
+        if self.files_backend not in ("local", "s3"):
+            raise ValueError(f"setting files_backend must be local or s3, got {self.files_backend!r}")
+        s3 = [n for n in ("s3_bucket", "s3_prefix", "s3_endpoint_url", "s3_region") if getattr(self, n)]
+        if self.files_backend == "s3" and not self.s3_bucket:
+            raise ValueError("setting s3_bucket is required with files_backend=s3")
+        if self.files_backend == "local" and s3:
+            raise ValueError(f"setting {s3[0]} is set but files_backend is local (set files_backend=s3)")
+        if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ValueError(f"setting s3_endpoint_url must be an http(s) URL, got {self.s3_endpoint_url!r}")
+        if self.s3_prefix and not self.s3_prefix.endswith("/"):
+            raise ValueError(f"setting s3_prefix must end with /, got {self.s3_prefix!r}")
+        if self.s3_part_bytes < 5 * _MIB:
+            raise ValueError(f"setting s3_part_bytes must be at least 5 MiB (S3's minimum), got {self.s3_part_bytes}")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("setting database_url must be a postgresql:// URL")
 
     @property
     def model_name(self) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import serving
+from tests.stores import PostgresCluster, S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = ROOT / "model_repository"
@@ -189,3 +190,25 @@ def shim(triton, http_media: HttpMedia, tmp_path_factory: pytest.TempPathFactory
     app = create_app(settings, TritonBackend(triton.grpc_url, timeout_s=120))
     with serving(app, settings.port, "shim") as url:
         yield Shim(url, settings, media_dir, triton, app)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl on a temp dir, a free loopback port), stopped at the end."""
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in a thread on a free loopback port, with the tests' bucket."""
+    server = S3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

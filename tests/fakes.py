@@ -25,8 +25,11 @@ class FakeBackend:
     """An in-memory :class:`~openai_frontend.backend.base.Backend` that records what it is asked.
 
     ``media`` answers each video with ``num_frames`` (default 4) frames of 56x84 and the
-    video_info the real preprocessor would give; ``generate`` streams ``chunks`` per choice
-    (one whole-text response per choice when not streaming), then ``finish_reason``.
+    video_info the real preprocessor would give (a frame list is decoded and sized for real, as
+    video_decoder + video_preprocessor do); ``generate`` streams ``chunks`` per choice (one
+    whole-text response per choice when not streaming), then ``finish_reason``. Given
+    ``request.videos`` it first decodes them as llm would (recorded in ``media_calls`` too) and
+    answers their video_info, or raises ``media_error`` as llm's MediaFailed.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " world", "!"])
@@ -42,6 +45,7 @@ class FakeBackend:
     closed_early: int = 0
     finished: int = 0
     closed: bool = False
+    frames_through_shim: bool = False
 
     async def ready(self) -> bool:
         return self.is_ready
@@ -59,25 +63,39 @@ class FakeBackend:
         if self.media_error is not None:
             raise self.media_error
         clips, infos = [], []
-        for i, opts in enumerate(options):
-            t = int(opts.get("num_frames") or 4)
-            clips.append(np.full((t, 56, 84, 3), i, dtype=np.uint8))
-            infos.append({"num_frames": t, "height": 56, "width": 84, "fps": 10.0, "duration": 4.0,
-                          "total_num_frames": 40, "frames_indices": list(range(t)), "video_backend": "pyav",
-                          "do_sample_frames": False, "num_video_tokens": math.ceil(t / 2) * 6})
+        for i, (data, opts) in enumerate(zip(videos, options, strict=True)):
+            if opts.get("frame_list"):
+                clip, info = _frame_list(data, opts)
+            else:
+                t = int(opts.get("num_frames") or 4)
+                clip = np.full((t, 56, 84, 3), i, dtype=np.uint8)
+                info = {"num_frames": t, "height": 56, "width": 84, "fps": 10.0, "duration": 4.0,
+                        "total_num_frames": 40, "frames_indices": list(range(t)), "video_backend": "pyav",
+                        "do_sample_frames": False, "num_video_tokens": math.ceil(t / 2) * 6}
+            clips.append(clip)
+            infos.append(info)
         return pack(clips), infos
 
     def video_tokens(self, request: LlmRequest) -> int:
         return sum(int(i.get("num_video_tokens", 0)) for i in request.infos)
 
     async def generate(self, request: LlmRequest) -> AsyncIterator[Delta]:
+        from openai_frontend.backend.base import MediaFailed
+        from video_pipeline.errors import PipelineError
+
         self.requests.append(request)
         if self.generate_error is not None and self.error_after is None:
             raise self.generate_error
-        video = self.video_tokens(request)
         sent = 0
         done = False
         try:
+            if request.videos:  # what llm does inside tritonserver: decode, then answer the plan first
+                try:
+                    _, infos = await self.media(request.videos, request.video_options)
+                except PipelineError as exc:
+                    raise MediaFailed(exc) from None
+                yield Delta("", video_info=infos)
+            video = self.video_tokens(request)
             for index in range(request.n):
                 if self.hang_after == 0:
                     await asyncio.Event().wait()  # never answers (a long prefill) until cancelled
@@ -102,6 +120,23 @@ class FakeBackend:
 
     async def close(self) -> None:
         self.closed = True
+
+
+def _frame_list(data: bytes, options: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """A frame list decoded and sized as video_decoder + video_preprocessor do, for the tiny model."""
+    from video_pipeline import contract as C
+    from video_pipeline.media import frame_list
+    from video_pipeline.media.model_media import MediaSettings
+    from video_pipeline.steps import PreprocessorStep, json_tensor
+
+    d = frame_list.decode_frame_list(frame_list.split(data), options)
+    step = PreprocessorStep({}, media=MediaSettings(**TINY_MEDIA), engine=TINY_ENGINE)
+    out = step({C.FRAMES: d.frames, C.TIMESTAMPS: d.timestamps, C.FRAME_INDICES: d.frame_indices,
+                C.VIDEO_METADATA: json_tensor([{**d.metadata, "num_frames": int(d.frames.shape[0])}]),
+                C.VIDEO_OPTIONS: json_tensor([{k: v for k, v in options.items() if k != C.FRAME_LIST}])})
+    import json
+
+    return out[C.VIDEO_FRAMES], json.loads(out[C.VIDEO_INFO][0])
 
 
 # --- video generation -------------------------------------------------------------------------------

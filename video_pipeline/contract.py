@@ -16,6 +16,10 @@ from dataclasses import dataclass
 VIDEO = "video"  # BYTES [N]: raw container bytes (mp4/mov/mkv/webm/avi), one element per video
 VIDEO_OPTIONS = "video_options"  # BYTES [1 or N]: JSON sampling/preprocessing options (optional); with N,
 # an element's "path" names that video's file under video_decoder's media_root (its "video" element empty)
+FRAME_LIST = "frame_list"  # video_options key: true when that "video" element is a frame list, a client's
+# own stills (JPEG/PNG/WebP) in order, each as a 4-byte little-endian length then its bytes (Triton's BYTES
+# serialisation; video_pipeline.media.frame_list). Sampled by the request's fps (default 1), num_frames,
+# start/end, never by the decoder's defaults; sized by video_preprocessor like any video.
 FRAMES = "frames"  # UINT8 [T,H,W,3]: sampled RGB frames, packed
 TIMESTAMPS = "timestamps"  # FP64 [T]: true presentation time of each frame, seconds from the first frame
 FRAME_INDICES = "frame_indices"  # INT64 [T]: index of each frame in its video's frame sequence
@@ -36,6 +40,15 @@ CHOICE_INDEX = "choice_index"  # UINT32 [1]: which of the n choices this respons
 NUM_INPUT_TOKENS = "num_input_tokens"  # UINT32 [1]: prompt tokens
 NUM_OUTPUT_TOKENS = "num_output_tokens"  # UINT32 [1]: tokens generated so far for this choice
 NUM_VIDEO_TOKENS = "num_video_tokens"  # UINT32 [1]: prompt tokens that stand for video
+# llm given `video` (container bytes, paths, frame lists) runs video_media itself (BLS, inside Triton) and
+# answers first one response holding only `video_info` (the JSON per video video_media gives), then text.
+# Its media errors carry MEDIA_ERROR_PREFIX and the media model's Triton code, because a gRPC stream's
+# in-band errors have no status: "media [UNSUPPORTED]: no decoder for the video codec (vp9)".
+MEDIA_ERROR_PREFIX = "media"
+# A request parameter (bool) asking the media models to write their errors that way too: BLS responses
+# lose the error code in 2.51 (every error reads INTERNAL), so llm's BLS call sets it.
+ERROR_CODE_IN_MESSAGE = "error_code_in_message"
+_MEDIA_ERROR = re.compile(r"^media \[([A-Z_]+)\]: (.*)$", re.DOTALL)
 
 # video_generator: a diffusers text/image-to-video pipeline (video_pipeline.generation).
 PROMPT = "prompt"  # BYTES [1]: what to generate
@@ -124,8 +137,12 @@ LLM = ModelContract(
         Tensor(VIDEO_INFO, "TYPE_STRING", (-1,), optional=True),
         *_LLM_INPUTS[2:],
         Tensor(ABORT_REQUEST_ID, "TYPE_STRING", (1,), optional=True),
+        # instead of video_frames + video_info: what video_media takes; llm decodes it inside Triton
+        Tensor(VIDEO, "TYPE_STRING", (-1,), optional=True),
+        Tensor(VIDEO_OPTIONS, "TYPE_STRING", (-1,), optional=True),
     ),
-    outputs=_LLM_OUTPUTS,
+    # video_info: only in the one response that answers a `video` input's media (never with text)
+    outputs=(*_LLM_OUTPUTS, Tensor(VIDEO_INFO, "TYPE_STRING", (-1,))),
     decoupled=True,
 )
 
@@ -168,6 +185,17 @@ VIDEO_LLM = ModelContract(
 MODELS: dict[str, ModelContract] = {
     m.name: m for m in (VIDEO_DECODER, VIDEO_PREPROCESSOR, LLM, VIDEO_MEDIA, VIDEO_LLM, VIDEO_GENERATOR)
 }
+
+
+def media_error_message(code: str, message: str) -> str:
+    """An llm error that came from its media step, in the shape :func:`parse_media_error` reads."""
+    return f"{MEDIA_ERROR_PREFIX} [{code}]: {message}"
+
+
+def parse_media_error(message: str) -> tuple[str, str] | None:
+    """(Triton code name, the media model's message) of an llm media error, None for any other error."""
+    m = _MEDIA_ERROR.match(message)
+    return (m[1], m[2]) if m else None
 
 
 _PARAMETER = re.compile(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')

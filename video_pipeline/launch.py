@@ -11,13 +11,27 @@ so the server runs in its own process group and is stopped with SIGTERM first.
 Used by the tests (one server per test session) and by ``make serve``::
 
     python -m video_pipeline.launch --model-repository model_repository [--load-model video_decoder ...]
+
+Decoder scale. Triton's config cannot compute from the machine, so ``video_decoder``'s
+``count`` in config.pbtxt is what a plain ``tritonserver`` uses, and this launcher sizes
+the decoder from the CPU cores it may use (affinity and cgroup quota, :func:`usable_cores`):
+instances = min(cores, 8), FFmpeg threads per instance = max(1, cores // instances)
+(:func:`decoder_scale`). Once the server is ready it reloads ``video_decoder`` with that
+instance count and ``threads`` parameter through Triton's repository API (a config override:
+the files are not touched, and the ensembles keep the reloaded decoder). A ``threads``
+parameter set in config.pbtxt is kept; so is an instance group that is not one KIND_CPU group
+(GPU decoding). ``VLT_DECODER_INSTANCES`` / ``--decoder-instances`` and
+``VLT_DECODER_THREADS`` / ``--decoder-threads`` force either (0: from the cores);
+``VLT_DECODER_SCALE=config`` / ``--decoder-scale config`` keeps config.pbtxt as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -41,6 +55,109 @@ DEFAULT_MODELS = ("video_decoder", "video_preprocessor", "video_media", "llm", "
 
 class LaunchError(RuntimeError):
     """The server could not be started or did not become ready."""
+
+
+# --- decoder scale ---------------------------------------------------------------------------------
+
+DECODER = "video_decoder"
+#: More decoder instances than this add memory (one Python stub each) for little: FFmpeg threads take the rest.
+MAX_DECODER_INSTANCES = 8
+#: Environment defaults of the launcher's decoder flags (the shim's launcher reads them too).
+DECODER_SCALE_ENV = "VLT_DECODER_SCALE"  # "cores" (default): size video_decoder from the cores; "config": as is
+DECODER_INSTANCES_ENV = "VLT_DECODER_INSTANCES"  # video_decoder instances; 0 (default): from the cores
+DECODER_THREADS_ENV = "VLT_DECODER_THREADS"  # FFmpeg threads per instance; 0 (default): cores // instances
+DECODER_SCALES = ("cores", "config")
+
+
+@dataclass(frozen=True)
+class DecoderScale:
+    """How many video_decoder instances, and FFmpeg threads in each."""
+
+    instances: int
+    threads: int
+
+
+def decoder_scale(cores: int, instances: int = 0, threads: int = 0,
+                  max_instances: int = MAX_DECODER_INSTANCES) -> DecoderScale:
+    """The decoder's scale on ``cores`` usable cores; ``instances``/``threads`` > 0 are kept as given.
+
+    One instance per core up to ``max_instances`` (each instance serves one request at a time, so
+    this is how many decodes run at once), then the cores shared out as FFmpeg threads:
+    ``max(1, cores // instances)``, so instances x threads never oversubscribes the cores when
+    every instance is busy. On 2 cores: 2 instances of 1 thread; on 32: 8 of 4.
+    """
+    for name, value, least in (("cores", cores, 1), ("max_instances", max_instances, 1),
+                               ("instances", instances, 0), ("threads", threads, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise LaunchError(f"decoder scale: {name} must be an integer >= {least}, got {value!r}")
+    n = instances or min(cores, max_instances)
+    return DecoderScale(n, threads or max(1, cores // n))
+
+
+def cgroup_cpu_limit(cpu_max: str | None) -> int | None:
+    """Whole cores allowed by a cgroup v2 ``cpu.max`` line ("max 100000" or "150000 100000"); None: no limit."""
+    if not cpu_max:
+        return None
+    parts = cpu_max.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        limit = cgroup_cpu_limit(Path("/sys/fs/cgroup/cpu.max").read_text())
+    except OSError:
+        limit = None
+    return max(1, min(cores, limit or cores))
+
+
+def scaled_decoder_config(config: dict, cores: int, instances: int = 0, threads: int = 0) -> dict | None:
+    """``video_decoder``'s config (Triton's JSON) with the instance count and ``threads`` chosen from
+    ``cores``; None when there is nothing to change or it is not ours to change (not one KIND_CPU group)."""
+    groups = config.get("instance_group") or []
+    if len(groups) != 1 or groups[0].get("kind", "KIND_CPU") != "KIND_CPU":
+        return None  # GPU decoding, or several groups: the operator placed them
+    params = config.get("parameters") or {}
+    configured = (params.get("threads") or {}).get("string_value", "")
+    try:
+        pinned = int(configured) if configured else 0
+    except ValueError:
+        raise LaunchError(f"{DECODER}: parameter threads must be an integer, got {configured!r}") from None
+    scale = decoder_scale(cores, instances, threads or pinned)
+    if groups[0].get("count") == scale.instances and pinned == scale.threads:
+        return None
+    out = json.loads(json.dumps(config))
+    out["instance_group"][0]["count"] = scale.instances
+    out.setdefault("parameters", {})["threads"] = {"string_value": str(scale.threads)}
+    return out
+
+
+def _env_int(name: str) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        value = int(raw) if raw else 0
+    except ValueError:
+        raise LaunchError(f"{name} must be a non-negative integer, got {raw!r}") from None
+    if value < 0:
+        raise LaunchError(f"{name} must be a non-negative integer, got {raw!r}")
+    return value
+
+
+def _env_scale() -> str:
+    value = os.environ.get(DECODER_SCALE_ENV, "") or "cores"
+    if value not in DECODER_SCALES:
+        raise LaunchError(f"{DECODER_SCALE_ENV} must be one of {list(DECODER_SCALES)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -104,6 +221,11 @@ class TritonServer:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # on top of the environment it needs (server_env)
     ready_timeout_s: float = 300.0
+    # video_decoder's scale (module docstring): "cores" sizes it from usable_cores(), "config" leaves it;
+    # instances/threads > 0 force those. Defaults: the VLT_DECODER_* environment variables.
+    decoder_scale: str = field(default_factory=_env_scale)
+    decoder_instances: int = field(default_factory=lambda: _env_int(DECODER_INSTANCES_ENV))
+    decoder_threads: int = field(default_factory=lambda: _env_int(DECODER_THREADS_ENV))
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
@@ -153,10 +275,41 @@ class TritonServer:
         log.close()
         try:
             self.wait_ready()
+            self.scale_decoder()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def scale_decoder(self) -> None:
+        """Reloads a loaded video_decoder with the instances and threads chosen from the cores."""
+        if self.decoder_scale not in DECODER_SCALES:
+            raise LaunchError(f"decoder_scale must be one of {list(DECODER_SCALES)}, got {self.decoder_scale!r}")
+        if self.decoder_scale == "config" or not self._ready(DECODER):
+            return
+        config = self._get_json(f"/v2/models/{DECODER}/config")
+        cores = usable_cores()
+        scaled = scaled_decoder_config(config, cores, self.decoder_instances, self.decoder_threads)
+        if scaled is None:
+            logger.info("%s: keeping config.pbtxt's instance_group and threads", DECODER)
+            return
+        logger.info("%s: %d instance(s) x %s FFmpeg thread(s) on %d usable core(s)", DECODER,
+                    scaled["instance_group"][0]["count"], scaled["parameters"]["threads"]["string_value"], cores)
+        self._post_json(f"/v2/repository/models/{DECODER}/load", {"parameters": {"config": json.dumps(scaled)}})
+        self.wait_ready()
+
+    def _get_json(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def _post_json(self, path: str, body: dict) -> None:
+        req = urllib.request.Request(f"http://{self.http_url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.ready_timeout_s):
+                pass
+        except urllib.error.HTTPError as exc:
+            raise LaunchError(f"POST {path}: {exc.code} {exc.read()[:500]!r}\n{self.log_tail()}") from None
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -224,12 +377,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--log-file", default=None)
+    p.add_argument("--decoder-scale", choices=DECODER_SCALES, default=_env_scale(),
+                   help=f"cores: size video_decoder from the usable cores; config: as config.pbtxt says "
+                        f"(env {DECODER_SCALE_ENV})")
+    p.add_argument("--decoder-instances", type=int, default=_env_int(DECODER_INSTANCES_ENV),
+                   help=f"video_decoder instances; 0: min(cores, {MAX_DECODER_INSTANCES}) (env {DECODER_INSTANCES_ENV})")
+    p.add_argument("--decoder-threads", type=int, default=_env_int(DECODER_THREADS_ENV),
+                   help=f"FFmpeg threads per video_decoder instance; 0: max(1, cores // instances) "
+                        f"(env {DECODER_THREADS_ENV})")
     args, extra = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = TritonServer(
         Path(args.model_repository), args.models or list(DEFAULT_MODELS),
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port, host=args.host,
         log_path=Path(args.log_file) if args.log_file else None, extra_args=extra,
+        decoder_scale=args.decoder_scale, decoder_instances=args.decoder_instances,
+        decoder_threads=args.decoder_threads,
     )
     stop = False
 

@@ -3,15 +3,24 @@
 No Triton imports: the adapter (:class:`video_pipeline.triton_adapter.DecoupledModel`)
 hands each request's inputs and a *sink* (send / finish / fail / is_cancelled);
 the engine runs on its own event-loop thread (:class:`BackgroundEngine`).
+
+A request with ``video`` (container bytes, paths, frame lists: what video_media takes) is
+decoded by the ``media`` callable the handler got (in Triton: video_media through BLS,
+:class:`video_pipeline.triton_adapter.BlsMedia`) on a worker thread, so the frames never
+leave Triton; one response with the ``video_info`` follows, then generation as usual.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import locale
 import logging
 import os
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,14 +29,19 @@ import numpy as np
 from video_pipeline import contract as C
 from video_pipeline.engines.sampling import parse_sampling
 from video_pipeline.engines.types import GenerationDelta, GenerationRequest, VideoInput
-from video_pipeline.errors import InvalidInput, MediaTooLarge, PipelineError
+from video_pipeline.errors import EngineUnavailable, InvalidInput, MediaTooLarge, PipelineError
 from video_pipeline.jsonfile import read_json
 from video_pipeline.media.packing import unpack
-from video_pipeline.steps import Inputs, as_bytes_list, parse_json_list
+from video_pipeline.steps import Inputs, as_bytes_list, json_tensor, parse_json_list
 
 logger = logging.getLogger(__name__)
 
 ENGINE_ARGS_FILE = "model.json"
+#: Media calls (BLS, each blocking a thread) in flight at once; video_media's instances bound the work.
+MEDIA_WORKERS = 16
+
+#: ``media(video, video_options, request_id) -> (packed video_frames, [video_info, ...])``; raises typed errors.
+Media = Callable[[np.ndarray | None, np.ndarray | None, str], tuple[np.ndarray, list[dict[str, Any]]]]
 
 
 class Sink(Protocol):
@@ -65,6 +79,20 @@ def decode_image(data: bytes, index: int) -> np.ndarray:
         raise InvalidInput(f"image {index} is not a decodable image ({exc})") from None
 
 
+def videos_of(frames: np.ndarray | None, infos: list[Any]) -> list[VideoInput]:
+    """The videos of packed ``frames`` and their ``video_info`` documents."""
+    if not infos:
+        return []
+    if frames is None:
+        raise InvalidInput(f"'{C.VIDEO_INFO}' given without '{C.VIDEO_FRAMES}'")
+    try:
+        shapes = [(int(i["num_frames"]), int(i["height"]), int(i["width"])) for i in infos]
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput(f"each {C.VIDEO_INFO} needs num_frames, height and width") from None
+    return [VideoInput(frames=np.ascontiguousarray(clip), metadata=info)
+            for info, clip in zip(infos, unpack(frames, shapes), strict=True)]
+
+
 def build_request(inputs: Inputs, request_id: str) -> GenerationRequest:
     """Validates one request's tensors into a :class:`GenerationRequest`."""
     prompts = as_bytes_list(inputs.get(C.TEXT_INPUT), C.TEXT_INPUT)
@@ -77,18 +105,7 @@ def build_request(inputs: Inputs, request_id: str) -> GenerationRequest:
             prompt = prompts[0].decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInput(f"{C.TEXT_INPUT} is not valid UTF-8") from None
-    infos = parse_json_list(inputs.get(C.VIDEO_INFO), C.VIDEO_INFO)
-    videos: list[VideoInput] = []
-    if infos:
-        frames = inputs.get(C.VIDEO_FRAMES)
-        if frames is None:
-            raise InvalidInput(f"'{C.VIDEO_INFO}' given without '{C.VIDEO_FRAMES}'")
-        try:
-            shapes = [(int(i["num_frames"]), int(i["height"]), int(i["width"])) for i in infos]
-        except (KeyError, TypeError, ValueError):
-            raise InvalidInput(f"each {C.VIDEO_INFO} needs num_frames, height and width") from None
-        for info, clip in zip(infos, unpack(frames, shapes), strict=True):
-            videos.append(VideoInput(frames=np.ascontiguousarray(clip), metadata=info))
+    videos = videos_of(inputs.get(C.VIDEO_FRAMES), parse_json_list(inputs.get(C.VIDEO_INFO), C.VIDEO_INFO))
     images = [decode_image(b, i) for i, b in enumerate(as_bytes_list(inputs.get(C.IMAGE), C.IMAGE))]
     raw_sampling = as_bytes_list(inputs.get(C.SAMPLING_PARAMETERS), C.SAMPLING_PARAMETERS)
     sampling = parse_sampling(raw_sampling[0] if raw_sampling else None)
@@ -116,14 +133,27 @@ def delta_outputs(delta: GenerationDelta, text: str | None = None) -> dict[str, 
     }
 
 
-class LlmHandler:
-    """Owns the engine; answers each request through its sink."""
+def media_error(exc: PipelineError) -> PipelineError:
+    """The media step's error, same type (same Triton code), its message marked for stream clients."""
+    return type(exc)(C.media_error_message(exc.triton_code, str(exc)))
 
-    def __init__(self, engine: Any) -> None:
+
+class LlmHandler:
+    """Owns the engine; answers each request through its sink.
+
+    ``media`` (optional) decodes a request's ``video`` input; without it such requests are refused.
+    """
+
+    def __init__(self, engine: Any, media: Media | None = None) -> None:
         self.engine = engine  # a BackgroundEngine (or anything with its submit/check_health/shutdown)
+        self.media = media
+        self._media_pool = ThreadPoolExecutor(MEDIA_WORKERS, thread_name_prefix="llm-media")
+        # Requests still in their media step, by id: an abort request must stop them too.
+        self._decoding: dict[str, set[threading.Event]] = {}
+        self._decoding_lock = threading.Lock()
 
     @classmethod
-    def from_model_dir(cls, folder: Path) -> LlmHandler:
+    def from_model_dir(cls, folder: Path, media: Media | None = None) -> LlmHandler:
         # The stub runs in the C locale; torch's inductor then fails decoding its own files.
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -131,14 +161,62 @@ class LlmHandler:
 
         args = load_engine_args(folder)
         logger.info("starting vLLM with %s", args)
-        return cls(BackgroundEngine.vllm(args))
+        return cls(BackgroundEngine.vllm(args), media)
 
     def submit(self, inputs: Inputs, request_id: str, sink: Sink) -> None:
         abort_ids = as_bytes_list(inputs.get(C.ABORT_REQUEST_ID), C.ABORT_REQUEST_ID)
         if abort_ids:
             self._abort(abort_ids[0].decode("utf-8", "replace"), sink)
             return
-        request = build_request(inputs, request_id)
+        video = inputs.get(C.VIDEO)
+        if video is None:
+            self._generate(build_request(inputs, request_id), sink)
+            return
+        if inputs.get(C.VIDEO_FRAMES) is not None or inputs.get(C.VIDEO_INFO) is not None:
+            raise InvalidInput(f"give '{C.VIDEO}' (decoded here) or '{C.VIDEO_FRAMES}' + '{C.VIDEO_INFO}', not both")
+        if self.media is None:
+            raise InvalidInput(f"this llm model takes no '{C.VIDEO}' input (it has no media model)")
+        request = build_request(inputs, request_id)  # the rest is checked before any decoding
+        stop = threading.Event()
+        with self._decoding_lock:
+            self._decoding.setdefault(request.request_id, set()).add(stop)
+        try:
+            self._media_pool.submit(self._decode_then_generate, request, video, inputs.get(C.VIDEO_OPTIONS),
+                                    request_id, sink, stop)
+        except RuntimeError:  # the pool is shut down
+            self._forget(request.request_id, stop)
+            raise EngineUnavailable("the model is shutting down") from None
+
+    def _decode_then_generate(self, request: GenerationRequest, video: np.ndarray, options: np.ndarray | None,
+                              request_id: str, sink: Sink, stop: threading.Event) -> None:
+        """On a media worker: decode, answer the video_info, then hand the request to the engine."""
+        try:
+            try:
+                frames, infos = self.media(video, options, request_id)  # type: ignore[misc]
+            except PipelineError as exc:
+                sink.fail(media_error(exc))
+                return
+            if stop.is_set() or sink.is_cancelled():
+                logger.info("request %s cancelled by the client while decoding: not generated", request.request_id)
+                sink.finish()
+                return
+            request = dataclasses.replace(request, videos=videos_of(frames, infos))
+            sink.send({C.VIDEO_INFO: json_tensor(infos)})
+            self._generate(request, sink)
+        except Exception as exc:  # noqa: BLE001 - this request's error only
+            sink.fail(exc)
+        finally:
+            self._forget(request.request_id, stop)
+
+    def _forget(self, request_id: str, stop: threading.Event) -> None:
+        with self._decoding_lock:
+            same = self._decoding.get(request_id)
+            if same is not None:
+                same.discard(stop)
+                if not same:
+                    del self._decoding[request_id]
+
+    def _generate(self, request: GenerationRequest, sink: Sink) -> None:
         texts: dict[int, list[str]] = {}
 
         def on_delta(delta: GenerationDelta) -> None:
@@ -164,7 +242,11 @@ class LlmHandler:
         when one was running, "" when none was (already finished, or never seen)."""
         if not target:
             raise InvalidInput(f"{C.ABORT_REQUEST_ID} is empty")
-        stopped = self.engine.cancel_by_id(target)
+        with self._decoding_lock:
+            decoding = list(self._decoding.get(target, ()))
+        for stop in decoding:
+            stop.set()
+        stopped = self.engine.cancel_by_id(target) + len(decoding)
         logger.info("abort request for %s: %d running request(s) stopped", target, stopped)
         reason = b"abort" if stopped else b""
         zero = np.array([0], dtype=np.uint32)
@@ -184,4 +266,6 @@ class LlmHandler:
             return False
 
     def shutdown(self) -> None:
+        self._media_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.shutdown()
+

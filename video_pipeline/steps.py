@@ -23,6 +23,9 @@ from video_pipeline import contract as C
 from video_pipeline.cache import CacheObserver, Entry, MediaCache, cache_key, content_hash, default_root
 from video_pipeline.errors import InvalidInput, MediaTooLarge
 from video_pipeline.media.decode import DecodedVideo, decode_video
+from video_pipeline.media.frame_list import decode_frame_list
+from video_pipeline.media.frame_list import split as split_frame_list
+from video_pipeline.media.gpu_decode import BACKEND_PARAM, DecodeBackend, select_backend
 from video_pipeline.media.model_media import (
     MediaSettings,
     apply_overrides,
@@ -153,7 +156,8 @@ def video_options(
             doc = {}
         if not isinstance(doc, dict):
             raise InvalidInput(f"{C.VIDEO_OPTIONS} must be JSON objects")
-        doc = {k: v for k, v in doc.items() if k != PATH_KEY}  # where the video is, not how to sample it
+        # where the video is and what kind of bytes it is, not how to sample it
+        doc = {k: v for k, v in doc.items() if k not in (PATH_KEY, C.FRAME_LIST)}
         media = media or MediaSettings()
         # The model's processor's frame cap is the default cap (an operator's default_max_frames wins).
         opts = VideoOptions.from_dict({"max_frames": media.max_frames, **defaults, **doc})
@@ -171,12 +175,15 @@ class DecoderStep:
     ``cache_key`` (the key, also the identity the preprocessor derives vLLM's uuid from).
     """
 
-    def __init__(self, params: dict[str, str], observer: CacheObserver | None = None) -> None:
+    def __init__(self, params: dict[str, str], observer: CacheObserver | None = None,
+                 backend: DecodeBackend | None = None) -> None:
         check_params(
             params,
             {f.name for f in fields(DecodeLimits)} | {f"default_{k}" for k in _DEFAULTABLE} | set(MEDIA_FIELDS)
-            | set(_CACHE_KEYS) | {"media_root", SERVED_MODEL},
+            | set(_CACHE_KEYS) | {"media_root", SERVED_MODEL, BACKEND_PARAM},
         )
+        # PyAV, or NVDEC with PyAV as fallback (video_pipeline.media.gpu_decode); ``backend``: tests.
+        self.backend = backend or select_backend(params.get(BACKEND_PARAM) or "pyav")
         self.limits = DecodeLimits.from_params(params)
         root = params.get("media_root") or os.environ.get(MEDIA_ROOT_ENV, "")
         self.media_root = Path(root).resolve() if root else None
@@ -184,7 +191,8 @@ class DecoderStep:
         self.media, _ = media_settings(params)
         self.cache = _cache(params, observer)
         limits = {k: v for k, v in asdict(self.limits).items() if k not in _EFFORT_ONLY}
-        self._key_base = {"decoder": decoder_version(), "limits": limits, "media": self.media.key()}
+        self._key_base = {"decoder": decoder_version(), "limits": limits, "media": self.media.key(),
+                          "backend": self.backend.key()}
 
     def __call__(self, inputs: Inputs) -> Outputs:
         videos: list[bytes | Path] = list(as_bytes_list(inputs.get(C.VIDEO), C.VIDEO))
@@ -197,9 +205,15 @@ class DecoderStep:
         total = sum(v.stat().st_size if isinstance(v, Path) else len(v) for v in videos)
         if total > self.limits.max_input_bytes:
             raise MediaTooLarge(f"the videos hold {total} bytes; the limit is {self.limits.max_input_bytes}")
+        lists = frame_lists(inputs, len(videos))
         decoded = []
         for i, (data, opts) in enumerate(zip(videos, options, strict=True)):
             try:
+                if lists[i] is not None:
+                    if isinstance(data, Path):
+                        data = data.read_bytes()
+                    decoded.append(decode_frame_list(split_frame_list(data), lists[i], self.limits))
+                    continue
                 decoded.append(self._decode(data, opts))
             except InvalidInput as exc:
                 if len(videos) > 1:
@@ -241,7 +255,7 @@ class DecoderStep:
                         _canonical(opts, self.media))
 
         def compute() -> Entry:
-            video = decode_video(source, opts, self.limits, self.media)
+            video = self.backend.decode(source, opts, self.limits, self.media)
             return Entry({"frames": video.frames, "timestamps": video.timestamps,
                           "frame_indices": video.frame_indices}, video.metadata)
 
@@ -264,6 +278,21 @@ def video_paths(inputs: Inputs, n: int) -> list[str | None]:
     if len(docs) != n:  # a shared options document names no one video's file
         return [None] * n
     return [doc.get(PATH_KEY) if isinstance(doc, dict) else None for doc in docs]
+
+
+def frame_lists(inputs: Inputs, n: int) -> list[dict[str, Any] | None]:
+    """For each of ``n`` videos: its options as sent when its ``video`` element is a frame list
+    (``"frame_list": true``, contract.FRAME_LIST), else None. A frame list has its own rate, so it is
+    sampled by the request's options alone, not the decoder's defaults."""
+    docs = parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)
+    out: list[dict[str, Any] | None] = []
+    for i in range(n):
+        doc = docs[i] if len(docs) == n else (docs[0] if len(docs) == 1 else None)
+        flag = doc.get(C.FRAME_LIST) if isinstance(doc, dict) else None
+        if flag is not None and not isinstance(flag, bool):
+            raise InvalidInput(f"video {i}: {C.FRAME_LIST} must be true or false, got {flag!r}")
+        out.append(doc if flag else None)
+    return out
 
 
 def _file_hash(path: Path) -> str:

@@ -13,10 +13,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from video_pipeline.errors import PipelineError
+
 
 @dataclass(frozen=True)
 class LlmRequest:
-    """One request to the ``llm`` model, in the shape of its tensors (video_pipeline.contract.LLM)."""
+    """One request to the ``llm`` model, in the shape of its tensors (video_pipeline.contract.LLM).
+
+    Videos go one of two ways: as ``videos`` + ``video_options`` (what video_media takes: container
+    bytes, an empty element with a "path", or a frame list), decoded by llm inside tritonserver; or
+    already decoded (``frames`` + ``infos``, from :meth:`Backend.media`). In the first case llm's
+    first response carries the video_info, and the service fills ``infos`` in place from it.
+    """
 
     request_id: str
     messages: list[dict[str, Any]]  # parts: {"type": "text", "text"} | {"type": "video"} | {"type": "image"}
@@ -25,6 +33,9 @@ class LlmRequest:
     frames: np.ndarray | None = None  # packed UINT8 [T,H,W,3] of every video, in the order parts name them
     infos: list[dict[str, Any]] = field(default_factory=list)  # one video_info per video
     images: list[bytes] = field(default_factory=list)  # encoded images, in the order parts name them
+    videos: list[bytes] = field(default_factory=list)  # for llm to decode: one video_media "video" element each
+    video_options: list[dict[str, Any]] = field(default_factory=list)  # one video_options document per video
+    video_parts: list[str] = field(default_factory=list)  # where each video sits in the body, for errors
 
     @property
     def n(self) -> int:
@@ -41,9 +52,23 @@ class Delta:
     prompt_tokens: int = 0
     completion_tokens: int = 0  # of this choice, so far
     video_tokens: int = 0
+    video_info: list[dict[str, Any]] | None = None  # set on the one response answering the request's videos
+
+
+class MediaFailed(PipelineError):
+    """llm's media step refused the request's videos: ``error`` is the media model's typed error."""
+
+    def __init__(self, error: PipelineError) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.triton_code, self.http_status = error.triton_code, error.http_status
 
 
 class Backend(Protocol):
+    #: True: videos are decoded through :meth:`media` and their frames sent to llm (the older path, kept
+    #: for benchmarks); False: llm gets the container bytes and decodes them inside tritonserver.
+    frames_through_shim: bool
+
     async def ready(self) -> bool:
         """Whether every model the shim calls is loaded and ready."""
         ...
@@ -59,7 +84,9 @@ class Backend(Protocol):
         ...
 
     def generate(self, request: LlmRequest) -> AsyncIterator[Delta]:
-        """Streams the llm model's responses; closing the iterator early cancels the request."""
+        """Streams the llm model's responses; closing the iterator early cancels the request. With
+        ``request.videos``, one delta carries ``video_info`` (before any text), and a media refusal
+        raises :class:`MediaFailed`."""
         ...
 
     async def close(self) -> None:

@@ -1,9 +1,12 @@
 """The backend on a real tritonserver, through tritonclient's asyncio gRPC client.
 
 Never Triton's HTTP JSON: tritonserver 2.51 crashes on JSON bodies above ~4 MB.
-Media go through ``video_media`` (one unary call, not decoupled); generation
-streams ``llm`` directly, so cancelling the gRPC call (a client that left)
-reaches the engine — Triton 2.51 does not pass a cancel into an ensemble step.
+Generation streams ``llm`` directly, so cancelling the gRPC call (a client that
+left) reaches the engine — Triton 2.51 does not pass a cancel into an ensemble step.
+Videos go to ``llm`` as container bytes (or paths, or frame lists), decoded there by
+video_media inside tritonserver; only text and one video_info come back. Dry runs
+(and ``frames_through_shim``, the older path) call ``video_media`` (one unary call)
+and send its frames to ``llm``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from openai_frontend.backend.base import Delta, LlmRequest
+from openai_frontend.backend.base import Delta, LlmRequest, MediaFailed
 from openai_frontend.logging_config import current_request_id
 from video_pipeline import contract as C
 from video_pipeline.errors import (
@@ -77,7 +80,10 @@ def llm_inputs(request: LlmRequest) -> list[InferInput]:
         tensor(C.LLM, C.SAMPLING_PARAMETERS, _json_array([request.sampling])),
         tensor(C.LLM, C.STREAM, np.array([request.stream], dtype=np.bool_)),
     ]
-    if request.infos:
+    if request.videos:
+        inputs.append(tensor(C.LLM, C.VIDEO, _bytes_array(request.videos)))
+        inputs.append(tensor(C.LLM, C.VIDEO_OPTIONS, _json_array(request.video_options)))
+    elif request.infos:
         inputs.append(tensor(C.LLM, C.VIDEO_FRAMES, np.ascontiguousarray(request.frames, dtype=np.uint8)))
         inputs.append(tensor(C.LLM, C.VIDEO_INFO, _json_array(request.infos)))
     if request.images:
@@ -121,8 +127,23 @@ def error_from_status(status: str | None, message: str) -> PipelineError:
     return PipelineError(f"tritonserver failed: {message}")
 
 
+def error_from_triton_code(code: str, message: str) -> PipelineError:
+    """The typed error for a Triton error code name (pb_utils.TritonError's: INVALID_ARG, UNSUPPORTED ...)."""
+    if code == "INVALID_ARG":
+        return MediaTooLarge(message) if _TOO_LARGE.search(message) else InvalidInput(message)
+    if code == "UNSUPPORTED":
+        return UnsupportedMedia(message)
+    if code in ("UNAVAILABLE", "NOT_FOUND"):
+        return EngineUnavailable(message)
+    return PipelineError(message)
+
+
 def error_from_stream(message: str) -> PipelineError:
-    """The typed error for an in-band stream error: gRPC streams carry the message without a status."""
+    """The typed error for an in-band stream error: gRPC streams carry the message without a status
+    (llm's media errors carry their code in the message: :class:`MediaFailed`)."""
+    media = C.parse_media_error(message)
+    if media is not None:
+        return MediaFailed(error_from_triton_code(*media))
     if message.startswith("internal error"):
         return PipelineError(message)
     if _UNAVAILABLE.search(message):
@@ -133,9 +154,10 @@ def error_from_stream(message: str) -> PipelineError:
 class TritonBackend:
     """:class:`~openai_frontend.backend.base.Backend` on tritonserver's gRPC endpoint."""
 
-    def __init__(self, url: str, *, timeout_s: float = 600.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 600.0, frames_through_shim: bool = False) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.frames_through_shim = frames_through_shim
         self._client: InferenceServerClient | None = None
         self._media_params: dict[str, Any] | None = None
         self._aborts: set[asyncio.Task[None]] = set()  # abort requests in flight (kept referenced)
@@ -200,6 +222,10 @@ class TritonBackend:
             async for result, error in call:
                 if error is not None:
                     raise error_from_stream(error.message())
+                info = result.as_numpy(C.VIDEO_INFO)
+                if info is not None:  # llm decoded the request's videos: their plan, before any text
+                    yield Delta("", video_info=[json.loads(x) for x in info.reshape(-1)])
+                    continue
                 names = (C.TEXT_OUTPUT, C.FINISH_REASON, C.CHOICE_INDEX, C.NUM_INPUT_TOKENS,
                          C.NUM_OUTPUT_TOKENS, C.NUM_VIDEO_TOKENS)
                 delta = delta_from({n: result.as_numpy(n) for n in names})

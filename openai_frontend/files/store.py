@@ -1,18 +1,19 @@
-"""Where uploaded files live: the :class:`FileStore` protocol and its embedded default.
+"""Where uploaded files live: the :class:`FileStore` protocol, and one store on two kinds of parts.
 
-:class:`LocalFileStore` needs no server: blobs on local disk, content-addressed by
-sha256 (``<dir>/blobs/ab/cdef...``, so identical bytes are stored once however
-many ids point at them) and metadata in SQLite (WAL mode) beside them, so files
-survive restarts. A blob lands by temp file + fsync + rename; a crash leaves at
-worst a stray temp file or an unreferenced blob, and both are removed when the
-store opens. The user's filename is metadata only and is never used as a path.
+:class:`SqlFileStore` keeps records in a SQL database and bytes in :class:`Blobs`:
 
-An S3-compatible store implements the same protocol: ``put_blob`` becomes a
-multipart upload keyed by sha256 (``HeadObject`` first to skip duplicates),
-``blob_path`` gives way to ``open_blob`` streaming a ``GetObject`` (with Range),
-and the metadata table moves to any SQL database (or stays in SQLite on one
-node). TTL maps to the same ``expires_at`` column swept here, not to bucket
-lifecycle rules, so ids expire exactly when the API says they do.
+* the embedded default, :class:`LocalFileStore`, needs no server: SQLite (WAL mode) and blobs on
+  local disk, content-addressed by sha256 (``<dir>/blobs/ab/cdef...``, so identical bytes are
+  stored once however many ids point at them); a blob lands by temp file + fsync + rename, and a
+  crash leaves at worst a stray temp file or an unreferenced blob, both removed when it opens;
+* for several replicas, records go to PostgreSQL (``database_url``) and bytes to an S3-compatible
+  bucket (``files_backend=s3``, :mod:`openai_frontend.storage.s3`), or either alone.
+
+Every combination keeps the same rules: the user's filename is metadata only and never a path; a
+blob goes when its last record goes, decided under the sha's lock (a PostgreSQL advisory lock
+across replicas) so a concurrent upload of the same bytes never loses them; TTL is the
+``expires_at`` column swept here, not bucket lifecycle rules, so ids expire exactly when the API
+says they do.
 
 Every method is blocking; the router calls them through ``asyncio.to_thread``.
 """
@@ -23,12 +24,16 @@ import hashlib
 import logging
 import os
 import secrets
-import sqlite3
-import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from openai_frontend.storage.db import Database, SqliteDatabase, Tx, open_database
+
+if TYPE_CHECKING:
+    from openai_frontend.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +96,13 @@ class FileStore(Protocol):
         """Forget ``file_id``; its blob goes when no other id uses it."""
 
     def blob_path(self, record: FileRecord) -> Path:
-        """A readable local path of the record's bytes."""
+        """A readable local path of the record's bytes (S3: a local copy, downloaded on first use)."""
+
+    def reader(self, record: FileRecord) -> BlobReader | None:
+        """How ``GET /v1/files/{id}/content`` streams a remote blob by range; None: it sends :meth:`blob_path`."""
+
+    def close(self) -> None:
+        """Release the database and its connections."""
 
     def sweep(self) -> int:
         """Remove expired files and unreferenced blobs; returns how many files went."""
@@ -115,7 +126,14 @@ CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
 CREATE INDEX IF NOT EXISTS files_used ON files (last_used_at);
 CREATE INDEX IF NOT EXISTS files_expiry ON files (expires_at);
 """
+# PostgreSQL: the same table, its own types.
+_PG_SCHEMA = (_SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+              .replace("INTEGER", "BIGINT").replace("REAL", "DOUBLE PRECISION"))
 _COLUMNS = "id, sha256, bytes, filename, purpose, mime, created_at, expires_at, last_used_at, scope"
+# On a shared database, staged uploads and unreferenced blobs are only removed once this old: younger ones
+# may be another replica's upload in flight (staged, or landed a moment before its row is inserted).
+STALE_S = 3600.0
+_QUOTA_LOCK = "files:quota"
 
 
 def new_file_id() -> str:
@@ -123,32 +141,106 @@ def new_file_id() -> str:
     return "file-" + secrets.token_hex(16)
 
 
-class LocalFileStore:
-    """Blobs on disk + metadata in SQLite under one directory; see the module docstring."""
+class BlobReader(Protocol):
+    """A blob that is not a local file (S3): its size, and its bytes by range."""
 
-    def __init__(self, root: str | Path, *, quota_bytes: int, clock: Any = time.time) -> None:
+    size: int
+
+    def open(self, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``start..end`` (inclusive), streamed; FileNotFoundError when the blob is gone."""
+
+
+class Blobs(Protocol):
+    """Where a :class:`SqlFileStore` keeps bytes: :class:`LocalBlobs` or :class:`~openai_frontend.storage.s3.S3Blobs`."""
+
+    name: str
+
+    def staging_dir(self) -> Path: ...
+
+    def prepare(self, sha256: str, path: Path) -> None:
+        """Before the metadata transaction: anything slow (an upload)."""
+
+    def land(self, sha256: str, path: Path) -> None:
+        """Inside the transaction holding the sha's lock: the blob exists afterwards; ``path`` is consumed."""
+
+    def drop(self, sha256: str) -> None: ...
+
+    def path(self, sha256: str) -> Path:
+        """A readable local path (it may not exist when the blob is gone)."""
+
+    def reader(self, sha256: str, size: int) -> BlobReader | None:
+        """How ``GET .../content`` streams a remote blob; None: it sends :meth:`path`."""
+
+    def listing(self) -> Iterator[tuple[str, float]]:
+        """(sha256, last modified) of every stored blob."""
+
+
+class LocalBlobs:
+    """Blobs on local disk: ``<root>/blobs/ab/cdef...``, landed by rename from ``<root>/tmp``."""
+
+    def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.quota_bytes = quota_bytes
-        self._clock = clock
+        self.name = f"the file store directory {self.root}"
         self._blobs = self.root / "blobs"
         self._tmp = self.root / "tmp"
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.root / "files.sqlite3", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        for stale in self._tmp.iterdir():  # uploads cut short by a crash or restart
-            stale.unlink(missing_ok=True)
-        self._drop_orphan_blobs()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
     def staging_dir(self) -> Path:
         return self._tmp
+
+    def prepare(self, sha256: str, path: Path) -> None:
+        return None  # a rename: nothing slow to do outside the transaction
+
+    def land(self, sha256: str, path: Path) -> None:
+        blob = self.path(sha256)
+        if blob.exists():
+            path.unlink(missing_ok=True)  # identical bytes already stored: one copy
+        else:
+            blob.parent.mkdir(exist_ok=True)
+            os.replace(path, blob)
+            _fsync_dir(blob.parent)
+
+    def drop(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self._blobs / sha256[:2] / sha256[2:]
+
+    def reader(self, sha256: str, size: int) -> None:
+        return None
+
+    def listing(self) -> Iterator[tuple[str, float]]:
+        for sub in self._blobs.iterdir():
+            for blob in sub.iterdir():
+                try:
+                    yield sub.name + blob.name, blob.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+
+
+class SqlFileStore:
+    """Records in SQLite or PostgreSQL, bytes in :class:`Blobs`; see the module docstring.
+
+    On a database of its own (SQLite) the store owns its directory and clears crash leftovers when it
+    opens; on a shared one (PostgreSQL, several replicas) it only removes what is older than
+    :data:`STALE_S`, so it never takes away another replica's upload in flight.
+    """
+
+    def __init__(self, db: Database, blobs: Blobs, *, quota_bytes: int, clock: Any = time.time) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.quota_bytes = quota_bytes
+        self._clock = clock
+        self._orphans_checked = 0.0
+        db.script(_PG_SCHEMA if db.dialect == "postgresql" else _SCHEMA)
+        self._clean_staging(older_than=STALE_S if db.shared else None)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def staging_dir(self) -> Path:
+        return self.blobs.staging_dir()
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -157,55 +249,53 @@ class LocalFileStore:
         if staged.bytes > self.quota_bytes:
             staged.path.unlink(missing_ok=True)
             raise QuotaExceeded(f"the file is {staged.bytes} bytes; the store's quota is {self.quota_bytes}")
+        self.blobs.prepare(staged.sha256, staged.path)
         now = self._clock()
         record = FileRecord(new_file_id(), staged.sha256, staged.bytes, filename, purpose, mime, int(now),
                             expires_at, now, scope)
-        with self._lock:
-            blob = self._blob(staged.sha256)
-            if blob.exists():
-                staged.path.unlink(missing_ok=True)  # identical bytes already stored: one copy
-            else:
-                blob.parent.mkdir(exist_ok=True)
-                os.replace(staged.path, blob)
-                _fsync_dir(blob.parent)
-            self._db.execute(f"INSERT INTO files ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", _row(record))
-            self._evict_locked(keep=record.id)
+        with self.db.tx(_blob_lock(staged.sha256)) as tx:
+            self.blobs.land(staged.sha256, staged.path)
+            tx.run(f"INSERT INTO files ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", _row(record))
+        self._evict(keep=record.id)
         return record
 
     def delete(self, file_id: str, scope: str = "") -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT sha256 FROM files WHERE id=? AND scope=?", (file_id, scope)).fetchone()
-            if row is None:
-                return False
-            self._db.execute("DELETE FROM files WHERE id=?", (file_id,))
-            self._drop_blob_if_unused(row[0])
-        return True
+        row = self._one("SELECT sha256 FROM files WHERE id=? AND scope=?", (file_id, scope))
+        if row is None:
+            return False
+        with self.db.tx(_blob_lock(row[0])) as tx:
+            gone = tx.run("DELETE FROM files WHERE id=? AND scope=?", (file_id, scope))
+            self._drop_blob_if_unused(tx, row[0])
+        return gone > 0
 
     def sweep(self) -> int:
         now = int(self._clock())
-        with self._lock:
-            rows = self._db.execute("SELECT id, sha256 FROM files WHERE expires_at IS NOT NULL AND expires_at<=?",
-                                    (now,)).fetchall()
-            for file_id, sha in rows:
-                self._db.execute("DELETE FROM files WHERE id=?", (file_id,))
-                self._drop_blob_if_unused(sha)
+        with self.db.tx() as tx:
+            rows = tx.rows("SELECT id, sha256 FROM files WHERE expires_at IS NOT NULL AND expires_at<=?", (now,))
+        for file_id, sha in rows:
+            with self.db.tx(_blob_lock(sha)) as tx:
+                tx.run("DELETE FROM files WHERE id=?", (file_id,))
+                self._drop_blob_if_unused(tx, sha)
         if rows:
             logger.info("files: %d expired file(s) removed", len(rows))
+        if now - self._orphans_checked >= STALE_S:  # a listing of every blob: hourly is often enough
+            self._orphans_checked = now
+            self._drop_orphan_blobs(older_than=STALE_S)
         return len(rows)
 
     # --- reads -----------------------------------------------------------------------------------
 
     def get(self, file_id: str, scope: str = "", *, touch: bool = False) -> FileRecord | None:
         now = self._clock()
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE id=? AND scope=?", (file_id, scope)).fetchone()
+        with self.db.tx() as tx:
+            row = tx.one(f"SELECT {_COLUMNS} FROM files WHERE id=? AND scope=?", (file_id, scope))
             if row is None:
                 return None
             record = FileRecord(*row)
             if record.expires_at is not None and record.expires_at <= now:
                 return None  # expired: gone for clients now, removed by the next sweep
             if touch:
-                self._db.execute("UPDATE files SET last_used_at=? WHERE id=?", (now, file_id))
+                tx.run("UPDATE files SET last_used_at=? WHERE id=?", (now, file_id))
         return record
 
     def list(self, *, scope: str = "", purpose: str | None = None, after: str | None = None, limit: int = 10000,
@@ -216,56 +306,92 @@ class LocalFileStore:
         if purpose is not None:
             where.append("purpose=?")
             args.append(purpose)
-        with self._lock:
+        with self.db.tx() as tx:
             if after is not None:
-                seq = self._db.execute("SELECT seq FROM files WHERE id=? AND scope=?", (after, scope)).fetchone()
+                seq = tx.one("SELECT seq FROM files WHERE id=? AND scope=?", (after, scope))
                 if seq is None:
                     raise KeyError(after)
                 where.append("seq<?" if order == "desc" else "seq>?")
                 args.append(seq[0])
             sql = (f"SELECT {_COLUMNS} FROM files WHERE {' AND '.join(where)} "
                    f"ORDER BY seq {'DESC' if order == 'desc' else 'ASC'} LIMIT ?")
-            rows = self._db.execute(sql, (*args, limit + 1)).fetchall()
+            rows = tx.rows(sql, (*args, limit + 1))
         return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
 
     def blob_path(self, record: FileRecord) -> Path:
-        return self._blob(record.sha256)
+        return self.blobs.path(record.sha256)
+
+    def reader(self, record: FileRecord) -> BlobReader | None:
+        return self.blobs.reader(record.sha256, record.bytes)
 
     def stored_bytes(self) -> int:
-        """Bytes on disk: each distinct blob once."""
-        with self._lock:
-            return self._stored_locked()
+        """Bytes stored: each distinct blob once."""
+        with self.db.tx() as tx:
+            return _stored(tx)
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _blob(self, sha256: str) -> Path:
-        return self._blobs / sha256[:2] / sha256[2:]
+    def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        with self.db.tx() as tx:
+            return tx.one(sql, args)
 
-    def _stored_locked(self) -> int:
-        row = self._db.execute("SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) b FROM files GROUP BY sha256)")
-        return int(row.fetchone()[0])
-
-    def _evict_locked(self, keep: str) -> None:
-        """Least recently used files go until the distinct blobs fit the quota (never ``keep``)."""
-        while self._stored_locked() > self.quota_bytes:
-            row = self._db.execute("SELECT id, sha256 FROM files WHERE id<>? ORDER BY last_used_at LIMIT 1",
-                                   (keep,)).fetchone()
+    def _evict(self, keep: str) -> None:
+        """Least recently used files go until the distinct blobs fit the quota (never ``keep``). One replica
+        evicts at a time (the quota lock), each file with its blob's lock, in that order everywhere."""
+        while True:
+            with self.db.tx(_QUOTA_LOCK) as tx:
+                if _stored(tx) <= self.quota_bytes:
+                    return
+                row = tx.one("SELECT id, sha256 FROM files WHERE id<>? ORDER BY last_used_at LIMIT 1", (keep,))
             if row is None:
                 return
             logger.info("files: quota of %d bytes reached; evicting %s", self.quota_bytes, row[0])
-            self._db.execute("DELETE FROM files WHERE id=?", (row[0],))
-            self._drop_blob_if_unused(row[1])
+            with self.db.tx(_QUOTA_LOCK, _blob_lock(row[1])) as tx:
+                tx.run("DELETE FROM files WHERE id=?", (row[0],))
+                self._drop_blob_if_unused(tx, row[1])
 
-    def _drop_blob_if_unused(self, sha256: str) -> None:
-        if self._db.execute("SELECT 1 FROM files WHERE sha256=? LIMIT 1", (sha256,)).fetchone() is None:
-            self._blob(sha256).unlink(missing_ok=True)
+    def _drop_blob_if_unused(self, tx: Tx, sha256: str) -> None:
+        """Called holding the sha's lock, so no replica is adding a record of it meanwhile."""
+        if tx.one("SELECT 1 FROM files WHERE sha256=? LIMIT 1", (sha256,)) is None:
+            self.blobs.drop(sha256)
 
-    def _drop_orphan_blobs(self) -> None:
-        known = {r[0] for r in self._db.execute("SELECT DISTINCT sha256 FROM files")}
-        for sub in self._blobs.iterdir():
-            for blob in sub.iterdir():
-                if sub.name + blob.name not in known:
-                    blob.unlink(missing_ok=True)
+    def _drop_orphan_blobs(self, older_than: float | None) -> None:
+        """Blobs no record names (a crash between landing and inserting); young ones may be in flight."""
+        cutoff = None if older_than is None else self._clock() - older_than
+        for sha, mtime in list(self.blobs.listing()):
+            if cutoff is not None and mtime > cutoff:
+                continue
+            with self.db.tx(_blob_lock(sha)) as tx:
+                self._drop_blob_if_unused(tx, sha)
+
+    def _clean_staging(self, older_than: float | None) -> None:
+        cutoff = None if older_than is None else self._clock() - older_than
+        for stale in self.staging_dir().iterdir():  # uploads cut short by a crash or restart
+            try:
+                if cutoff is None or stale.stat().st_mtime < cutoff:
+                    stale.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
+
+
+class LocalFileStore(SqlFileStore):
+    """The embedded default: SQLite (``<root>/files.sqlite3``) and blobs under one directory, one process."""
+
+    def __init__(self, root: str | Path, *, quota_bytes: int, clock: Any = time.time) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(SqliteDatabase(self.root / "files.sqlite3", timeout_s=5.0), LocalBlobs(self.root),
+                         quota_bytes=quota_bytes, clock=clock)
+        self._drop_orphan_blobs(older_than=None)  # this process owns the directory: leftovers go now
+
+
+def _stored(tx: Tx) -> int:
+    row = tx.one("SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) b FROM files GROUP BY sha256) AS per_blob")
+    return int(row[0]) if row else 0
+
+
+def _blob_lock(sha256: str) -> str:
+    return "files:blob:" + sha256
 
 
 def _start_writeback() -> Any:
@@ -337,3 +463,31 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_file_store(settings: Settings, *, clock: Any = time.time) -> SqlFileStore:
+    """The store the settings name: SQLite or PostgreSQL records, blobs in ``files_dir`` or S3."""
+    root = Path(settings.files_dir)
+    if not settings.database_url and settings.files_backend == "local":
+        return LocalFileStore(root, quota_bytes=settings.files_quota_bytes, clock=clock)
+    root.mkdir(parents=True, exist_ok=True)
+    blobs: Blobs
+    if settings.files_backend == "s3":
+        from openai_frontend.storage.s3 import S3Blobs
+
+        blobs = S3Blobs(s3_objects(settings), root, cache_bytes=settings.s3_cache_bytes, clock=clock)
+    else:
+        blobs = LocalBlobs(root)
+    return SqlFileStore(open_database(settings.database_url, root / "files.sqlite3"), blobs,
+                        quota_bytes=settings.files_quota_bytes, clock=clock)
+
+
+def s3_objects(settings: Settings) -> Any:
+    """The bucket of ``files_backend=s3``, checked once (a missing bucket stops the start, naming s3_bucket)."""
+    from openai_frontend.storage.s3 import S3Config, S3Objects
+
+    objects = S3Objects(S3Config(bucket=settings.s3_bucket, prefix=settings.s3_prefix,
+                                 endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+                                 part_bytes=settings.s3_part_bytes))
+    objects.check_bucket()
+    return objects

@@ -36,7 +36,8 @@ async def chat_completions(request: Request) -> Response:
         llm_request = await until_disconnected(request, service.prepare(
             conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
             stream=body.stream, request_id=engine_request_id(), scope=scope_of(request),
-            attachments={name: part.staged.path for name, part in form.files.items()} if form else None))
+            attachments={name: part.staged.path for name, part in form.files.items()} if form else None,
+            dry_run=bool(body.dry_run)))
     finally:
         if form is not None:
             form.discard()  # their bytes are in llm_request now

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.concurrency import iterate_in_threadpool
 
 from openai_frontend.errors import OpenAIError, bad_request
-from openai_frontend.files.store import FileStore, QuotaExceeded
+from openai_frontend.files.store import BlobReader, FileStore, QuotaExceeded
 from openai_frontend.files.upload import check_content, clean_filename, receive
 from openai_frontend.media.urls import file_not_found
 from openai_frontend.routers.common import scope_of, service_of
@@ -110,7 +113,11 @@ async def file_content(request: Request, file_id: str) -> Response:
     record = await asyncio.to_thread(store.get, file_id, scope_of(request), touch=True)
     if record is None:
         raise file_not_found(file_id)
-    response = await stored_file_response(store.blob_path(record), record.mime, record.filename)
+    reader = store.reader(record)
+    if reader is not None:  # a remote blob (S3): a ranged GetObject streamed through
+        response = await remote_file_response(reader, record.mime, record.filename, request.headers.get("range"))
+    else:
+        response = await stored_file_response(store.blob_path(record), record.mime, record.filename)
     if response is None:  # evicted or deleted since the lookup
         raise file_not_found(file_id)
     return response
@@ -126,6 +133,37 @@ async def stored_file_response(path: Path, media_type: str, filename: str) -> Fi
         return None
     return FileResponse(f"/proc/self/fd/{fd}", stat_result=os.fstat(fd), media_type=media_type, filename=filename,
                         background=BackgroundTask(os.close, fd))
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+async def remote_file_response(reader: BlobReader, media_type: str, filename: str,
+                               range_header: str | None) -> Response | None:
+    """A streamed response of a remote blob: the whole of it (200), one range (206) or 416; None when the blob
+    is gone. One range only: a multi-range or malformed Range header gets the whole blob, as HTTP allows."""
+    size = reader.size
+    first, last, status = 0, size - 1, 200
+    m = _RANGE.fullmatch(range_header.strip()) if range_header else None
+    if m is not None and (m[1] or m[2]):
+        if m[1]:
+            first, last = int(m[1]), min(int(m[2]), size - 1) if m[2] else size - 1
+        else:  # a suffix: the last N bytes
+            first = max(0, size - int(m[2]))
+        if first >= size or first > last:
+            return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+        status = 206
+    try:
+        chunks = await asyncio.to_thread(reader.open, first, last)
+    except FileNotFoundError:
+        return None
+    quoted = quote(filename)  # as FileResponse names the local blobs
+    disposition = f'attachment; filename="{filename}"' if quoted == filename else f"attachment; filename*=utf-8''{quoted}"
+    headers = {"accept-ranges": "bytes", "content-length": str(last - first + 1), "content-disposition": disposition}
+    if status == 206:
+        headers["content-range"] = f"bytes {first}-{last}/{size}"
+    return StreamingResponse(iterate_in_threadpool(chunks), status_code=status, media_type=media_type,
+                             headers=headers)
 
 
 @router.delete("/v1/files/{file_id}")

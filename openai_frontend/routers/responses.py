@@ -33,7 +33,7 @@ async def create_response(request: Request) -> Response:
     # Media fetching, decoding and generation all stop if the client leaves meanwhile.
     llm_request = await until_disconnected(request, service.prepare(
         conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
-        stream=body.stream, request_id=engine_request_id(), scope=scope_of(request)))
+        stream=body.stream, request_id=engine_request_id(), scope=scope_of(request), dry_run=bool(body.dry_run)))
     builder.infos = llm_request.infos
     if body.dry_run:
         return JSONResponse(builder.dry_run())

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from openai_frontend.errors import OpenAIError, bad_request
 from openai_frontend.routers.common import scope_of
+from openai_frontend.routers.files import remote_file_response
 from openai_frontend.sse import until_disconnected
 from openai_frontend.videos.requests import jobs_of, read_video_request
 from openai_frontend.videos.store import JobRecord
@@ -67,7 +68,15 @@ async def video_content(request: Request, video_id: str, variant: str = "video")
     if record.status != "completed":
         raise OpenAIError(409, f"video {video_id} is {record.status}; its content exists once it is completed",
                           param="video_id", code="video_not_ready")
-    path = jobs_of(request).store.output_path(record.id)
+    store = jobs_of(request).store
+    reader = store.output_reader(record)
+    if reader is not None:  # in S3: a ranged GetObject streamed through, from any replica
+        response = await remote_file_response(reader, "video/mp4", f"{record.id}.mp4", request.headers.get("range"))
+        if response is None:
+            raise _not_found(video_id)
+        response.headers["x-video-bytes"] = str(reader.size)
+        return response
+    path = store.output_path(record.id)
     try:
         # Opened before answering: a job deleted or expired meanwhile is a 404, not a broken stream.
         size = (await asyncio.to_thread(path.stat)).st_size

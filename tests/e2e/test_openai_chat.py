@@ -369,13 +369,13 @@ def test_sdk_files_round_trip_and_chat_and_responses_answer_when_given_a_file_id
 def test_file_id_reaches_the_decoder_by_path_and_answers_as_its_bytes_would(shim, clip, monkeypatch) -> None:
     backend = shim.app.state.service.backend
     sent: list[tuple[list[int], list[dict]]] = []
-    real_media = backend.media
+    real_generate = backend.generate
 
-    async def media(videos, options):  # the real call, recorded: what crossed gRPC to tritonserver
-        sent.append(([len(v) for v in videos], options))
-        return await real_media(videos, options)
+    def generate(request):  # the real call, recorded: what crossed gRPC to llm, which decodes inside tritonserver
+        sent.append(([len(v) for v in request.videos], request.video_options))
+        return real_generate(request)
 
-    monkeypatch.setattr(backend, "media", media)
+    monkeypatch.setattr(backend, "generate", generate)
     client = shim.client()
     file_id = client.files.create(file=("clip.mp4", clip, "video/mp4"), purpose="vision").id
     by_id = client.chat.completions.create(model="tiny-qwen2-vl", messages=ask(video_part(file_id)), max_tokens=4,

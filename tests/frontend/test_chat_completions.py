@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.fakes import FakeBackend
-from tests.frontend.conftest import MODEL, data_url, frame_list_url, png, sse_data
+from tests.frontend.conftest import MODEL, data_url, frame_list_url, jpeg, png, sse_data
+from video_pipeline.media import frame_list
 
 VIDEO_A, VIDEO_B = b"\x00\x00\x00\x18ftypmp42-a", b"\x00\x00\x00\x18ftypmp42-b"
 PNG = png()  # a real one: the shim reads image headers
@@ -72,8 +73,9 @@ def test_chat_sends_videos_to_the_media_model_in_order_when_several_messages_car
         {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "compare"}]},
     ]
     assert req.images == [PNG]
-    assert req.frames.shape == (8, 56, 84, 3) and [i["num_frames"] for i in req.infos] == [4, 4]
-    assert req.frames[:4].max() == 0 and req.frames[4:].min() == 1  # video A first, then B
+    # the containers went to llm as they are (decoded inside tritonserver); its plan came back
+    assert req.videos == [VIDEO_A, VIDEO_B] and req.frames is None
+    assert [i["num_frames"] for i in req.infos] == [4, 4]
 
 
 def test_chat_maps_media_kwargs_and_part_windows_to_video_options_when_given_vllm_style(client, backend) -> None:
@@ -120,15 +122,17 @@ def test_chat_refuses_one_setting_given_twice_when_the_values_differ(client, bac
     assert same.status_code == 200, same.text  # the same value twice is no conflict
 
 
-def test_chat_decodes_a_jpeg_frame_list_in_the_shim_when_given_data_video_jpeg(client, backend) -> None:
+def test_chat_sends_a_jpeg_frame_list_for_video_decoder_to_decode_when_given_data_video_jpeg(client, backend) -> None:
     r = chat(client, messages=user(video(frame_list_url(5)), {"type": "text", "text": "?"}),
              media_io_kwargs={"video": {"fps": 2}})
     assert r.status_code == 200, r.text
-    assert backend.media_calls == []  # no container: nothing for the decoder
+    (videos, options), = backend.media_calls  # the shim decodes nothing: the stills go to llm encoded
+    assert frame_list.split(videos[0]) == [jpeg(i * 20) for i in range(5)]
+    assert options == [{"fps": 2, "frame_list": True}]
     req = backend.requests[0]
     (info,) = req.infos
-    # 64x48 under the tiny model's bounds (>= 3136 px, multiples of 28): 56x56 ... sized like video_media would
-    assert req.frames.shape == (5, info["height"], info["width"], 3)
+    # 64x48 under the tiny model's bounds (>= 3136 px, multiples of 28): sized like any video
+    assert req.frames is None and req.videos == videos
     assert info["num_frames"] == 5 and info["fps"] == 2.0 and info["frames_indices"] == [0, 1, 2, 3, 4]
     assert info["timestamps"] == [0.0, 0.5, 1.0, 1.5, 2.0] and info["video_backend"] == "jpeg_sequence"
     assert info["height"] % 28 == 0 and info["width"] % 28 == 0
@@ -141,18 +145,19 @@ def test_chat_samples_a_frame_list_uniformly_when_num_frames_is_given(client, ba
 
 
 def test_chat_packs_frame_lists_and_containers_in_part_order_when_mixed(client, backend) -> None:
+    backend.frames_through_shim = True  # the older path: video_media's frames come back through the shim
     r = chat(client, messages=user(video(frame_list_url(3, (128, 96))), video(data_url(VIDEO_A))),
              media_io_kwargs={"video": {"fps": 1}})
     assert r.status_code == 200, r.text
-    (videos, _), = backend.media_calls
-    assert videos == [VIDEO_A]
+    (videos, options), = backend.media_calls
+    assert videos[1] == VIDEO_A and options == [{"fps": 1, "frame_list": True}, {"fps": 1}]
     req = backend.requests[0]
     assert [i["num_frames"] for i in req.infos] == [3, 4]
     first, second = req.infos
     assert req.frames.shape[0] == 7
     assert req.frames.shape[1] == max(first["height"], 56) and req.frames.shape[2] == max(first["width"], 84)
-    # the container video's frames (value 0 from the fake) sit after the list's frames
-    assert np.all(req.frames[3:, :56, :84] == 0)
+    # the container video's frames (value 1 from the fake: the second video of the call) sit after the list's
+    assert np.all(req.frames[3:, :56, :84] == 1)
     assert second["height"] == 56
 
 

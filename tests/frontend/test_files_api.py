@@ -1,4 +1,7 @@
-"""The Files API on a fake backend: uploads, listing, content, deletion, and file ids as media."""
+"""The Files API on a fake backend: uploads, listing, content, deletion, and file ids as media.
+
+Every test runs on each store (:data:`tests.stores.STORES`): the embedded one, S3, PostgreSQL, both.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from openai_frontend.app import create_app
+from openai_frontend.settings import Settings
 from tests.fakes import FakeBackend
 from tests.frontend.conftest import MODEL, jpeg
+from tests.stores import STORES, store_settings, stored_blobs, vanish_blobs
 from tests.videos import ClipSpec, make_video
+
+
+@pytest.fixture(params=STORES)
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    return store_settings(request.param, settings, request)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +96,7 @@ def test_files_content_streams_whole_when_the_blob_is_deleted_after_the_lookup(t
 
 def test_files_content_is_404_when_the_blob_vanished_before_the_lookup(client, clip, settings) -> None:
     file_id = upload(client, clip).json()["id"]
-    for blob in Path(settings.files_dir).rglob("*"):
-        if blob.is_file() and blob.read_bytes() == clip:
-            blob.unlink()
+    vanish_blobs(settings)
     r = client.get(f"/v1/files/{file_id}/content")
     assert r.status_code == 404 and file_id in r.json()["error"]["message"]
 
@@ -107,12 +115,12 @@ def test_files_list_pages_with_after_limit_order_and_purpose_filter(client, clip
 def test_files_delete_forgets_the_id_but_keeps_shared_bytes_for_other_ids(client, settings, clip) -> None:
     a, b = (upload(client, clip).json()["id"] for _ in range(2))
     assert a != b
-    assert len(list((Path(settings.files_dir) / "blobs").rglob("*"))) == 2  # one shard dir + one blob
+    assert len(stored_blobs(settings)) == 1
     assert client.delete(f"/v1/files/{a}").json() == {"id": a, "object": "file", "deleted": True}
     assert client.get(f"/v1/files/{a}").status_code == 404
     assert client.get(f"/v1/files/{b}/content").content == clip
     client.delete(f"/v1/files/{b}")
-    assert not any(p.is_file() for p in (Path(settings.files_dir) / "blobs").rglob("*"))
+    assert stored_blobs(settings) == []
 
 
 @pytest.mark.parametrize("path", ["/v1/files/file-0123", "/v1/files/file-0123/content", "/v1/files/nope"])
@@ -174,7 +182,7 @@ def test_files_answer_4xx_and_leave_nothing_when_the_upload_is_bad(client, setti
     err = error_of(r)
     assert err["param"] == param and needle in err["message"] and err["type"] == "invalid_request_error"
     assert staging_is_empty(settings)
-    assert not any(p.is_file() for p in (Path(settings.files_dir) / "blobs").rglob("*"))
+    assert stored_blobs(settings) == []
     assert client.get("/v1/files").json()["data"] == []
 
 

@@ -1,4 +1,6 @@
-"""The Videos API on a fake video backend: jobs, progress, content, listing, deletion, sync, references, errors."""
+"""The Videos API on a fake video backend: jobs, progress, content, listing, deletion, sync, references, errors.
+
+Every test runs on the embedded store and on PostgreSQL (outputs on local disk, and in S3)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,13 @@ from openai_frontend.app import create_app
 from openai_frontend.settings import Settings
 from tests.fakes import FakeBackend, FakeVideoBackend
 from tests.frontend.conftest import jpeg
+from tests.stores import store_settings
 from video_pipeline.generation.encode import probe_mp4
+
+
+@pytest.fixture(params=["local", "postgres", "postgres+s3"])
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    return store_settings(request.param, settings, request)
 
 
 @pytest.fixture
@@ -51,6 +59,15 @@ def wait_for(client: TestClient, video_id: str, status: str = "completed", timeo
 
 def error_of(r) -> dict:
     return r.json()["error"]
+
+
+def outputs(settings: Settings) -> list[str]:
+    """The mp4 outputs the store keeps (on disk, or in the bucket)."""
+    if settings.files_backend == "s3":
+        from tests.stores import _keys
+
+        return sorted(k.rsplit("/", 1)[1] for k in _keys(settings, "videos/"))
+    return sorted(p.name for p in (Path(settings.files_dir) / "videos").glob("*.mp4"))
 
 
 # --- a job from creation to its content ------------------------------------------------------------
@@ -127,8 +144,8 @@ def test_jobs_run_one_at_a_time_when_concurrency_is_one(client, videos) -> None:
     wait_for(client, second["id"])
 
 
-def test_create_is_429_when_the_queue_is_full(media_dir, tmp_path) -> None:
-    settings = Settings(allowed_local_media_path=str(media_dir), files_dir=str(tmp_path / "f"), videos_max_queued=1)
+def test_create_is_429_when_the_queue_is_full(settings) -> None:
+    settings = settings.with_(videos_max_queued=1)
     videos = FakeVideoBackend(hold_at=0)
     with TestClient(create_app(settings, FakeBackend(), video_backend=videos)) as client:
         running = client.post("/v1/videos", json={"prompt": "one"}).json()
@@ -139,8 +156,8 @@ def test_create_is_429_when_the_queue_is_full(media_dir, tmp_path) -> None:
         videos.release()
 
 
-def test_deleting_a_queued_job_frees_its_place_in_the_queue(media_dir, tmp_path) -> None:
-    settings = Settings(allowed_local_media_path=str(media_dir), files_dir=str(tmp_path / "f"), videos_max_queued=1)
+def test_deleting_a_queued_job_frees_its_place_in_the_queue(settings) -> None:
+    settings = settings.with_(videos_max_queued=1)
     videos = FakeVideoBackend(hold_at=0)
     with TestClient(create_app(settings, FakeBackend(), video_backend=videos)) as client:
         running = client.post("/v1/videos", json={"prompt": "one"}).json()
@@ -202,15 +219,13 @@ def test_delete_while_running_cancels_the_generation_and_forgets_the_job(client,
 def test_delete_of_a_completed_job_removes_its_output(client, settings) -> None:
     job = client.post("/v1/videos", json={"prompt": "a fox"}).json()
     wait_for(client, job["id"])
-    output = Path(settings.files_dir) / "videos" / f"{job['id']}.mp4"
-    assert output.exists()
+    assert outputs(settings) == [f"{job['id']}.mp4"]
     assert client.delete(f"/v1/videos/{job['id']}").json()["deleted"] is True
-    assert not output.exists()
+    assert outputs(settings) == []
 
 
-def test_a_tenant_sees_only_its_own_videos_when_a_scope_header_is_set(media_dir, tmp_path) -> None:
-    settings = Settings(allowed_local_media_path=str(media_dir), files_dir=str(tmp_path / "f"),
-                        files_scope_header="X-Tenant")
+def test_a_tenant_sees_only_its_own_videos_when_a_scope_header_is_set(settings) -> None:
+    settings = settings.with_(files_scope_header="X-Tenant")
     with TestClient(create_app(settings, FakeBackend(), video_backend=FakeVideoBackend())) as client:
         job = client.post("/v1/videos", json={"prompt": "a fox"}, headers={"X-Tenant": "a"}).json()
         assert client.get(f"/v1/videos/{job['id']}", headers={"X-Tenant": "b"}).status_code == 404
@@ -257,7 +272,9 @@ def test_image_reference_takes_a_data_url_or_a_bare_url_string(client, videos) -
     assert r.status_code == 200, r.text
     r2 = client.post("/v1/videos", json={"prompt": "animate it", "image_reference": {"image_url": data_url}})
     assert r2.status_code == 200, r2.text
-    assert videos.requests and all(req.image == jpeg(90) for req in videos.requests)
+    wait_for(client, r.json()["id"])
+    wait_for(client, r2.json()["id"])
+    assert len(videos.requests) == 2 and all(req.image == jpeg(90) for req in videos.requests)
 
 
 def test_image_reference_takes_the_id_of_an_uploaded_file(client, videos) -> None:
@@ -269,6 +286,7 @@ def test_image_reference_takes_the_id_of_an_uploaded_file(client, videos) -> Non
     # OpenAI's SDK sends input_reference={"file_id": ...} in bracket notation
     r2 = client.post("/v1/videos", data={"prompt": "animate it", "input_reference[file_id]": file_id})
     assert r2.status_code == 200, r2.text
+    wait_for(client, r.json()["id"])
     wait_for(client, r2.json()["id"])
     assert [req.image for req in videos.requests] == [image, image]
     missing = client.post("/v1/videos", json={"prompt": "x", "image_reference": {"file_id": "file-nope"}})
@@ -376,7 +394,7 @@ def test_an_app_without_a_video_model_answers_503(settings) -> None:
 # --- restarts -----------------------------------------------------------------------------------------------
 
 
-def test_jobs_survive_a_restart_completed_ones_downloadable_running_ones_failed(settings) -> None:
+def test_jobs_survive_a_restart_completed_ones_downloadable_running_ones_failed_or_handed_over(settings) -> None:
     videos = FakeVideoBackend()
     with TestClient(create_app(settings, FakeBackend(), video_backend=videos)) as client:
         done = client.post("/v1/videos", json={"prompt": "kept", "num_frames": 5}).json()
@@ -390,7 +408,10 @@ def test_jobs_survive_a_restart_completed_ones_downloadable_running_ones_failed(
         again = client.get(f"/v1/videos/{done['id']}").json()
         assert again["status"] == "completed" and again["prompt"] == "kept"
         assert client.get(f"/v1/videos/{done['id']}/content").content == content
-        failed = client.get(f"/v1/videos/{running['id']}").json()
-        assert failed["status"] == "failed" and failed["error"]["code"] == "server_restarted"
-        assert "in_progress" in failed["error"]["message"]
+        if settings.database_url:  # shared: the stopped replica handed its job back, and this one runs it
+            assert wait_for(client, running["id"])["progress"] == 100
+        else:
+            failed = client.get(f"/v1/videos/{running['id']}").json()
+            assert failed["status"] == "failed" and failed["error"]["code"] == "server_restarted"
+            assert "in_progress" in failed["error"]["message"]
         assert [v["id"] for v in client.get("/v1/videos").json()["data"]] == [running["id"], done["id"]]

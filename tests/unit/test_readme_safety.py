@@ -13,7 +13,7 @@ SAFETY_SETTINGS = (
     "fetch_connect_timeout_s", "fetch_timeout_s", "fetch_total_timeout_s", "fetch_concurrency",
     "fetch_concurrency_per_request", "fetch_concurrency_per_host", "allowed_local_media_path", "max_videos",
     "max_images", "max_media_bytes", "max_request_media_bytes", "max_body_bytes", "max_jpeg_frames",
-    "max_frame_pixels", "max_video_frames", "max_video_duration_s", "max_decoded_bytes", "decode_timeout_s",
+    "max_frame_pixels", "max_video_frames", "max_video_duration_s", "max_decoded_bytes",
     "max_context_tokens",
 )
 

@@ -47,7 +47,9 @@ class DecodeLimits:
     max_output_bytes: int = 4 * 1024**3
     max_streams: int = 64
     decode_timeout_s: float = 120.0
-    threads: int = 0  # 0 = let FFmpeg pick
+    # FFmpeg decode threads per decode; 0 = let FFmpeg pick. The launcher sets it from the cores
+    # (video_pipeline.launch.decoder_scale: max(1, cores // instances)).
+    threads: int = 0
 
     def __post_init__(self) -> None:
         # A zero or negative budget would refuse every request with a misleading "too large"

@@ -1,0 +1,121 @@
+"""Frame lists (a client's own stills, ``data:video/jpeg;base64,<frame>,<frame>,...``) -> sampled frames.
+
+The client already sampled these frames, so there is no container: each still is
+decoded on its own (PIL) and the list is sampled by time like a video. As in vLLM,
+the frames are taken to be ``fps`` apart (the request's ``fps``, default 1).
+``num_frames`` picks that many, spread uniformly; ``start``/``end`` select by
+those times. The result has the video_decoder's output shape, so the
+video_preprocessor sizes it exactly as it sizes a decoded video.
+
+On the wire a frame list is one ``video`` element (see :mod:`video_pipeline.contract`,
+``FRAME_LIST``): the stills in order, each as a 4-byte little-endian length and
+then its bytes -- Triton's own BYTES serialisation, so nothing new to parse.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge
+from video_pipeline.media.decode import DecodedVideo
+from video_pipeline.media.options import DecodeLimits, VideoOptions
+from video_pipeline.media.sampling import select_frames
+
+DEFAULT_LIST_FPS = 1.0
+_SAMPLING_KEYS = ("num_frames", "fps", "max_frames", "start", "end")
+_LENGTH = struct.Struct("<I")
+
+
+def encode(stills: Sequence[bytes]) -> bytes:
+    """One ``video`` element holding ``stills`` (each length-prefixed, in order)."""
+    return b"".join(_LENGTH.pack(len(s)) + bytes(s) for s in stills)
+
+
+def split(data: bytes) -> list[bytes]:
+    """The stills of an encoded frame list; a truncated or overlong element is refused."""
+    out, pos, view = [], 0, memoryview(data)
+    while pos < len(view):
+        if pos + 4 > len(view):
+            raise InvalidInput("the frame list is truncated (a length prefix is cut short)")
+        (size,) = _LENGTH.unpack_from(view, pos)
+        pos += 4
+        if pos + size > len(view):
+            raise InvalidInput(f"the frame list is truncated (frame {len(out)} claims {size} bytes)")
+        out.append(bytes(view[pos:pos + size]))
+        pos += size
+    return out
+
+
+def decode_frame_list(stills: Sequence[bytes], options: Mapping[str, Any],
+                      limits: DecodeLimits | None = None) -> DecodedVideo:
+    """The sampled RGB frames of one frame list, with the metadata video_decoder gives a video.
+
+    ``options`` are the request's video options as sent (not the decoder's defaults: a frame list
+    has its own rate). Each still's size is checked against ``limits`` (and PIL's bomb guard) before
+    its pixels are decoded; the whole decode stops after ``limits.decode_timeout_s``.
+    """
+    limits = limits or DecodeLimits()
+    if not stills:
+        raise InvalidInput("the frame list is empty")
+    fps = float(options.get("fps") or DEFAULT_LIST_FPS)
+    total = len(stills)
+    times = np.arange(total, dtype=np.float64) / fps
+    # Sampling options in our semantics; fps sampling at the list's own rate keeps every frame.
+    sampling = VideoOptions.from_dict({k: options[k] for k in _SAMPLING_KEYS if options.get(k) is not None})
+    if sampling.num_frames is None and sampling.fps is None:
+        sampling = VideoOptions.from_dict({**sampling.to_dict(), "fps": fps})
+    chosen = select_frames(times, 1.0 / fps, sampling)
+    pictures = np.stack(_decode_all([stills[i] for i in chosen], [int(i) for i in chosen], limits))
+    height, width = int(pictures.shape[1]), int(pictures.shape[2])
+    metadata = {
+        "fps": fps,
+        "duration": total / fps,
+        "total_num_frames": total,
+        "width": width,
+        "height": height,
+        "output_width": width,
+        "output_height": height,
+        "video_backend": "jpeg_sequence",
+    }
+    return DecodedVideo(frames=pictures, timestamps=times[chosen], frame_indices=chosen.astype(np.int64),
+                        metadata=metadata)
+
+
+def _decode_all(encoded: list[bytes], indices: list[int], limits: DecodeLimits) -> list[np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    deadline = time.monotonic() + limits.decode_timeout_s if limits.decode_timeout_s else None
+    out = []
+    size = None
+    for data, i in zip(encoded, indices, strict=True):
+        if deadline is not None and time.monotonic() > deadline:
+            raise DecodeTimeout(f"decoding the frame list took longer than the {limits.decode_timeout_s:g} s limit")
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                _check_size(img.size, i, limits)
+                img.load()
+                rgb = np.asarray(img.convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise MediaTooLarge(f"frame {i}: {exc}") from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InvalidInput(f"frame {i} of the frame list is not a decodable image ({exc})") from None
+        if size is None:
+            size = rgb.shape
+        elif rgb.shape != size:
+            raise InvalidInput(f"frame {i} is {rgb.shape[1]}x{rgb.shape[0]} but frame 0 is {size[1]}x{size[0]}; "
+                               "all frames of a list must have one size")
+        out.append(rgb)
+    return out
+
+
+def _check_size(size: tuple[int, int], i: int, limits: DecodeLimits) -> None:
+    width, height = size
+    if width > limits.max_width or height > limits.max_height or width * height > limits.max_frame_pixels:
+        raise MediaTooLarge(f"frame {i} of the frame list is {width}x{height}; the limit is "
+                            f"{limits.max_width}x{limits.max_height} and {limits.max_frame_pixels} pixels")
