@@ -1,9 +1,10 @@
 """One command, one port: start tritonserver (all models, free loopback ports) and the shim.
 
-    python -m openai_frontend [--port 8080] [--triton-url host:port] ...
+    python -m openai_frontend [--port 8080] [--triton-url host:port[,host:port...]] ...
 
 With ``--triton-url`` (or ``VLT_TRITON_URL``) the shim joins a running server
-instead. SIGINT/SIGTERM stop the shim (in-flight streams are cancelled) and then
+instead; with several, a health-checked pool of them (openai_frontend.backend.pool).
+SIGINT/SIGTERM stop the shim (in-flight streams are cancelled) and then
 tritonserver. Every flag: ``python -m openai_frontend --help``.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from openai_frontend.app import create_app
-from openai_frontend.backend.triton import TritonBackend
+from openai_frontend.backend.pool import backend_for
 from openai_frontend.logging_config import configure_logging
 from openai_frontend.settings import Settings
 from video_pipeline.log_format import LOG_FORMAT_ENV
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             triton.start()
             logger.info("tritonserver ready: gRPC %s, log %s", triton.grpc_url, triton.log_path)
             settings = settings.with_(triton_url=triton.grpc_url, triton_files_dir=settings.triton_files_dir or files_root)
-        backend = TritonBackend(settings.triton_url, timeout_s=settings.triton_timeout_s)
+        backend = backend_for(settings.triton_urls, timeout_s=settings.triton_timeout_s)
         app = create_app(settings, backend)
         logger.info("serving model %r at http://%s:%d/v1", settings.model_name, settings.host, settings.port)
         server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,

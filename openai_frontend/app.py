@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openai_frontend.backend.base import Backend
+from openai_frontend.backend.pool import TritonPool, video_backend_for_pool
 from openai_frontend.errors import OpenAIError, from_exception
 from openai_frontend.files.store import FileStore, open_file_store
 from openai_frontend.logging_config import RequestIdMiddleware
@@ -52,6 +53,10 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
     store = store or open_file_store(settings)  # SQLite + files_dir unless database_url / files_backend=s3
     # Finished videos go where uploads go: the bucket of files_backend=s3 (any replica can serve them), else files_dir.
     objects = getattr(getattr(store, "blobs", None), "objects", None)
+    pool = backend if isinstance(backend, TritonPool) else None  # several tritonservers
+    if pool is not None:
+        pool.use_metrics(metrics)
+        video_backend = video_backend or video_backend_for_pool(pool)
     jobs = open_job_manager(settings, video_backend or video_backend_for(backend), objects)
     metrics.video_jobs_queued.set_function(jobs.queued_count)  # read at scrape time
     metrics.video_jobs_running.set_function(jobs.running_count)
@@ -67,6 +72,8 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(sweep_forever(), name="files-sweeper")
+        if pool is not None:
+            await pool.start()  # readiness probes of every endpoint, in the background
         await jobs.start()  # embedded: jobs a previous process left running are marked failed
         yield
         sweeper.cancel()

@@ -8,6 +8,7 @@ counts by the service as it handles them.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -51,6 +52,15 @@ class Metrics:
         # Video generation jobs by state; the jobs' owner sets them (inc/dec, or set_function on its queue).
         self.video_jobs_queued = Gauge("vlt_video_jobs_queued", "Video generation jobs waiting to start", registry=r)
         self.video_jobs_running = Gauge("vlt_video_jobs_in_progress", "Video generation jobs running", registry=r)
+
+    def add_triton_pool(self, healthy: Callable[[], float]) -> Counter:
+        """The metrics of several tritonservers (--triton-url a,b,...), registered only for a pool:
+        a gauge reading ``healthy()`` at scrape time, and the counter of requests per endpoint it returns."""
+        gauge = Gauge("vlt_triton_endpoints_healthy", "Tritonserver endpoints whose llm and video_media are ready",
+                      registry=self.registry)
+        gauge.set_function(healthy)
+        return Counter("vlt_triton_requests", "Requests sent to each tritonserver endpoint (generations, media "
+                       "calls; a failover counts on both)", ["endpoint"], registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

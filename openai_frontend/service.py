@@ -32,9 +32,10 @@ from openai_frontend.budgets import (
 )
 from openai_frontend.errors import OpenAIError, from_exception
 from openai_frontend.media.frames import wire_video
-from openai_frontend.media.urls import MediaFetcher, StoredVideo
+from openai_frontend.media.urls import FrameList, Kind, MediaFetcher, StoredVideo, scoped_uuid
 from openai_frontend.metrics import Metrics
 from openai_frontend.settings import Settings
+from video_pipeline import contract as C
 from video_pipeline.errors import EngineUnavailable, PipelineError
 from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import VideoOptions
@@ -45,17 +46,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VideoRef:
-    """A video part: where it comes from, its own window (start/end), and where it sits in the body."""
+    """A video part: where it comes from, its own window (start/end), and where it sits in the body.
+
+    ``uuid``: the client's media uuid (vLLM's part field); with an empty ``url`` the part names
+    media cached under that uuid (vLLM's cache-hit shape)."""
 
     url: str
     where: str
     window: dict[str, float] = field(default_factory=dict)
+    uuid: str | None = None
 
 
 @dataclass(frozen=True)
 class ImageRef:
     url: str
     where: str
+    uuid: str | None = None
 
 
 Part = str | VideoRef | ImageRef  # a str is a text part
@@ -74,8 +80,9 @@ class Conversation:
     def parts(self, kind: type) -> list[Any]:
         return [p for t in self.turns if isinstance(t.content, list) for p in t.content if isinstance(p, kind)]
 
-    def llm_messages(self) -> list[dict[str, Any]]:
-        """The llm model's ``messages``: media parts become placeholders, filled in order."""
+    def llm_messages(self, scope: str = "") -> list[dict[str, Any]]:
+        """The llm model's ``messages``: media parts become placeholders, filled in order; an image
+        part with a uuid carries it, namespaced by ``scope`` (llm's image cache is keyed by it)."""
         out: list[dict[str, Any]] = []
         for turn in self.turns:
             if isinstance(turn.content, str):
@@ -86,7 +93,10 @@ class Conversation:
                 if isinstance(p, str):
                     parts.append({"type": "text", "text": p})
                 else:
-                    parts.append({"type": "video" if isinstance(p, VideoRef) else "image"})
+                    part: dict[str, Any] = {"type": "video" if isinstance(p, VideoRef) else "image"}
+                    if isinstance(p, ImageRef) and p.uuid is not None:
+                        part[C.MEDIA_UUID] = scoped_uuid(scope, p.uuid, p.where)
+                    parts.append(part)
             out.append({"role": turn.role, "content": parts})
         return out
 
@@ -164,23 +174,24 @@ class Service:
         resolved = await self._check_options(videos, options)  # before any download
         budget = RequestBudget(s)
         fetched = await _all([
-            *(self.fetcher.fetch(v.url, "video", v.where, scope, attachments, budget) for v in videos),
-            *(self.fetcher.fetch(i.url, "image", i.where, scope, attachments, budget) for i in images),
+            *(self._fetch(v, "video", scope, attachments, budget) for v in videos),
+            *(self._fetch(i, "image", scope, attachments, budget) for i in images),
         ])
         video_data, image_data = fetched[: len(videos)], fetched[len(videos):]
         if videos or images:
             # Headers before decoding: sizes, durations, and whether the videos can fit the context at all.
+            # Media named by uuid alone are in the caches: the decoder's answer is checked instead.
             estimates = await asyncio.to_thread(
                 check_media, [(v.where, d.local if isinstance(d, StoredVideo) else d, o)
-                              for v, d, o in zip(videos, video_data, resolved, strict=True)],
-                [(i.where, d) for i, d in zip(images, image_data, strict=True)], s,
+                              for v, d, o in zip(videos, video_data, resolved, strict=True) if d is not None],
+                [(i.where, d) for i, d in zip(images, image_data, strict=True) if d is not None], s,
                 step.media if step is not None else MediaSettings())
             check_context(estimates, context, estimated=True)
-        wire = [wire_video(d, o) for d, o in zip(video_data, options, strict=True)]
+        wire = [_wire(v, d, o, scope) for v, d, o in zip(videos, video_data, options, strict=True)]
         if images:
             self.metrics.images.inc(len(images))
-        common = {"request_id": request_id, "messages": conversation.llm_messages(), "sampling": sampling,
-                  "stream": stream, "images": [bytes(b) for b in image_data],  # type: ignore[arg-type]
+        common = {"request_id": request_id, "messages": conversation.llm_messages(scope), "sampling": sampling,
+                  "stream": stream, "images": [bytes(b or b"") for b in image_data],  # type: ignore[arg-type]
                   "video_parts": [v.where for v in videos]}
         if not videos or not (dry_run or getattr(self.backend, "frames_through_shim", False)):
             return LlmRequest(**common, videos=[w for w, _ in wire], video_options=[o for _, o in wire])
@@ -192,6 +203,13 @@ class Service:
         self.metrics.media_duration.observe(time.perf_counter() - started)
         self._decoded(common["video_parts"], infos, context)
         return LlmRequest(**common, frames=frames, infos=infos)
+
+    async def _fetch(self, ref: VideoRef | ImageRef, kind: Kind, scope: str, attachments: Mapping[str, Path] | None,
+                     budget: RequestBudget) -> bytes | FrameList | StoredVideo | None:
+        """The part's media; None for a part named by its uuid alone (the caches hold it)."""
+        if not ref.url and ref.uuid is not None:
+            return None
+        return await self.fetcher.fetch(ref.url, kind, ref.where, scope, attachments, budget)
 
     def _decoded(self, parts: list[str], infos: list[dict[str, Any]], context: int | None) -> None:
         """The media models' answer for a request's videos: refused when they cannot fit, counted."""
@@ -299,6 +317,16 @@ class Service:
         self.metrics.video_tokens.inc(usage.video_tokens)
         self.metrics.prompt_tokens.inc(usage.prompt_tokens)
         self.metrics.completion_tokens.inc(usage.completion_tokens)
+
+
+def _wire(ref: VideoRef, data: bytes | FrameList | StoredVideo | None, options: dict[str, Any],
+          scope: str) -> tuple[bytes, dict[str, Any]]:
+    """The video's ``video`` element and options document, with its tenant-scoped uuid if it has one:
+    video_decoder records it as an alias of the content, or (an empty element) serves it from its cache."""
+    element, doc = (b"", dict(options)) if data is None else wire_video(data, options)
+    if ref.uuid is not None:
+        doc[C.MEDIA_UUID] = scoped_uuid(scope, ref.uuid, ref.where)
+    return element, doc
 
 
 async def _all(coroutines: list[Any]) -> list[Any]:

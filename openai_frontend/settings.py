@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -35,7 +36,8 @@ class Settings:
     host: str = _setting("127.0.0.1", "address the OpenAI-compatible HTTP server binds")
     port: int = _setting(8080, "port of the OpenAI-compatible HTTP server")
     triton_url: str = _setting(
-        "", "gRPC host:port of a running tritonserver; empty: the launcher starts one on free loopback ports"
+        "", "gRPC host:port of a running tritonserver, or several comma-separated (health-checked; a video "
+        "stays on one by its content hash); empty: the launcher starts one on free loopback ports"
     )
     model_repository: str = _setting("model_repository", "Triton model repository the launcher serves")
     served_model_name: str = _setting(
@@ -147,6 +149,7 @@ class Settings:
             raise ValueError(f"setting allowed_media_schemes takes http and/or https, got {self.allowed_media_schemes!r}")
         if self.allowed_local_media_path and not Path(self.allowed_local_media_path).is_dir():
             raise ValueError(f"setting allowed_local_media_path is not a directory: {self.allowed_local_media_path}")
+        parse_triton_urls(self.triton_url)
         self._check_stores()
 
     def _check_stores(self) -> None:
@@ -165,6 +168,11 @@ class Settings:
             raise ValueError(f"setting s3_part_bytes must be at least 5 MiB (S3's minimum), got {self.s3_part_bytes}")
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise ValueError("setting database_url must be a postgresql:// URL")
+
+    @property
+    def triton_urls(self) -> tuple[str, ...]:
+        """The gRPC endpoints of ``triton_url``, in order (empty: the launcher starts one)."""
+        return parse_triton_urls(self.triton_url)
 
     @property
     def model_name(self) -> str:
@@ -220,6 +228,27 @@ def build_parser() -> argparse.ArgumentParser:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             p.add_argument(flag, dest=f.name, default=None, type=kind, help=help_)
     return p
+
+
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+")
+
+
+def parse_triton_urls(raw: str) -> tuple[str, ...]:
+    """``host:port[,host:port...]`` as a tuple of endpoints; ValueError naming triton_url when an entry
+    is empty, has a scheme or path, or lacks a valid port, or when one endpoint is listed twice."""
+    if raw == "":
+        return ()
+    urls: list[str] = []
+    for entry in (x.strip() for x in raw.split(",")):
+        if not entry:
+            raise ValueError(f"setting triton_url has an empty entry: {raw!r} (host:port,host:port,...)")
+        host, sep, port = entry.rpartition(":")
+        if not sep or not _HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"setting triton_url: {entry!r} is not a gRPC host:port (no scheme, a port 1..65535)")
+        if entry in urls:
+            raise ValueError(f"setting triton_url lists {entry!r} twice")
+        urls.append(entry)
+    return tuple(urls)
 
 
 def served_model_name_from(model_repository: Path) -> str:

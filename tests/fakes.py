@@ -121,6 +121,23 @@ class FakeBackend:
     async def close(self) -> None:
         self.closed = True
 
+    aborts: list[str] = field(default_factory=list)  # request ids of abort(), in order
+
+    async def abort(self, request_id: str) -> None:
+        """What TritonBackend.abort does: asks llm to stop ``request_id``; recorded here."""
+        self.aborts.append(request_id)
+
+
+def fake_pool(n: int = 3, **pool_args: Any) -> Any:
+    """A :class:`~openai_frontend.backend.pool.TritonPool` over ``n`` FakeBackends named
+    ``triton-<i>:8001``; its ``fakes`` attribute maps each URL to its FakeBackend."""
+    from openai_frontend.backend.pool import TritonPool
+
+    fakes = {f"triton-{i}:8001": FakeBackend() for i in range(n)}
+    pool = TritonPool(fakes, **pool_args)
+    pool.fakes = fakes  # type: ignore[attr-defined]
+    return pool
+
 
 def _frame_list(data: bytes, options: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """A frame list decoded and sized as video_decoder + video_preprocessor do, for the tiny model."""

@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -175,6 +176,52 @@ class MediaCache:
         finally:
             lock.__exit__()
 
+    # --- uuid aliases -----------------------------------------------------------------------
+
+    def alias(self, name: str, target: str) -> None:
+        """Records ``name`` (a client's media uuid, tenant-namespaced by the caller) as naming
+        ``target`` (a content hash): a later request naming it alone finds the entries of that
+        content. Best effort, like every write here; a newer alias of the same name wins."""
+        if not self.enabled:
+            return
+        try:
+            self._open()
+            path = self._alias_path(name)
+            tmp = self.root / "tmp" / f"alias.{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            tmp.write_text(target)
+            os.replace(tmp, path)
+        except OSError as exc:
+            logger.warning("media cache: could not record a uuid alias (%s)", exc)
+
+    def resolve(self, name: str) -> str | None:
+        """The target ``name`` was recorded for, or None (never recorded, pruned, cache off)."""
+        if not self.enabled:
+            return None
+        try:
+            self._open()
+            path = self._alias_path(name)
+            target = path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return target or None
+
+    def _alias_path(self, name: str) -> Path:
+        return self.root / "aliases" / hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _prune_aliases(self, older_than_ns: int) -> None:
+        """Aliases not used since ``older_than_ns`` (the oldest entry kept) go with the entries:
+        whatever they named is as likely gone, and the folder stays bounded."""
+        try:
+            with os.scandir(self.root / "aliases") as it:
+                for e in it:
+                    with contextlib.suppress(OSError):
+                        if e.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
+                            os.unlink(e.path)
+        except FileNotFoundError:
+            return
+
     def close(self) -> None:
         """Releases this process's hold; the last holder of an owned folder removes it."""
         with self._open_lock:
@@ -207,7 +254,7 @@ class MediaCache:
                 return
             if self.owned:
                 _remove_orphans(self.root.parent, exclude=self.root)
-            for sub in ("entries", "tmp", "locks"):
+            for sub in ("entries", "tmp", "locks", "aliases"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / "alive", os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(fd, fcntl.LOCK_SH)  # "in use": see close() and _remove_orphans()
@@ -293,12 +340,16 @@ class MediaCache:
                     continue
             total = sum(size for _, size, _ in entries)
             removed = 0
-            for _mtime, size, path in sorted(entries, key=lambda e: e[0]):
+            kept = sorted(entries, key=lambda e: e[0])
+            for _mtime, size, path in list(kept):
                 if total + room_for <= self.max_bytes:
                     break
                 self._remove(path)
+                kept.pop(0)
                 total -= size
                 removed += 1
+            if removed:
+                self._prune_aliases(kept[0][0] if kept else time.time_ns())
         if removed:
             with self._stats_lock:
                 self.stats.evictions += removed

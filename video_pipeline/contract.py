@@ -20,6 +20,9 @@ FRAME_LIST = "frame_list"  # video_options key: true when that "video" element i
 # own stills (JPEG/PNG/WebP) in order, each as a 4-byte little-endian length then its bytes (Triton's BYTES
 # serialisation; video_pipeline.media.frame_list). Sampled by the request's fps (default 1), num_frames,
 # start/end, never by the decoder's defaults; sized by video_preprocessor like any video.
+MEDIA_UUID = "uuid"  # video_options key and llm `messages` image-part key: the client's media uuid as the
+# shim namespaces it ("<tenant tag>:<uuid>"). video_decoder records it as an alias of the video's content;
+# an empty "video" element with a uuid is served from the cache (InvalidInput when nothing is cached).
 FRAMES = "frames"  # UINT8 [T,H,W,3]: sampled RGB frames, packed
 TIMESTAMPS = "timestamps"  # FP64 [T]: true presentation time of each frame, seconds from the first frame
 FRAME_INDICES = "frame_indices"  # INT64 [T]: index of each frame in its video's frame sequence

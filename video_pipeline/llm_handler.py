@@ -13,12 +13,14 @@ leave Triton; one response with the ``video_info`` follows, then generation as u
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import locale
 import logging
 import os
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,6 +81,89 @@ def decode_image(data: bytes, index: int) -> np.ndarray:
         raise InvalidInput(f"image {index} is not a decodable image ({exc})") from None
 
 
+#: Bytes of decoded images kept by uuid (vLLM's cache-hit shape for images: a part with a uuid and no
+#: image); images are decoded here, not by video_decoder, so its cache does not hold them.
+IMAGE_CACHE_BYTES = 256 << 20
+
+
+class ImageCache:
+    """Decoded images by their (tenant-namespaced) uuid, least recently used out first; thread-safe.
+
+    Per llm process, so it lives as long as the model: a uuid-only image part after a restart (or
+    on another tritonserver) is answered "not cached", as vLLM answers a cache miss."""
+
+    def __init__(self, max_bytes: int = IMAGE_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[np.ndarray, str]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, name: str, image: np.ndarray, content_uuid: str) -> None:
+        if image.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(name, None)
+            if old is not None:
+                self._bytes -= old[0].nbytes
+            self._items[name] = (image, content_uuid)
+            self._bytes += image.nbytes
+            while self._bytes > self.max_bytes:
+                _, (dropped, _) = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def get(self, name: str) -> tuple[np.ndarray, str] | None:
+        with self._lock:
+            item = self._items.get(name)
+            if item is not None:
+                self._items.move_to_end(name)
+            return item
+
+
+def image_uuids_of(messages: Any) -> list[str | None]:
+    """The uuid (contract.MEDIA_UUID) of each image part of chat ``messages``, in order, or None."""
+    out: list[str | None] = []
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") in ("image", "image_url", "input_image"):
+                value = part.get(C.MEDIA_UUID)
+                if value is not None and (not isinstance(value, str) or not value):
+                    raise InvalidInput(f"image {len(out)}: {C.MEDIA_UUID} must be a non-empty string")
+                out.append(value)
+    return out
+
+
+def request_images(encoded: list[bytes], uuids: list[str | None],
+                   cache: ImageCache | None) -> tuple[list[np.ndarray], list[str | None]]:
+    """The request's images decoded, and vLLM's uuid of each (None for images named by no uuid).
+
+    An image with a uuid is kept in ``cache`` under it; an empty element with a uuid is taken
+    from there (InvalidInput naming the uuid when it is not cached)."""
+    uuids = uuids + [None] * (len(encoded) - len(uuids)) if len(uuids) < len(encoded) else uuids[: len(encoded)]
+    images: list[np.ndarray] = []
+    vllm_uuids: list[str | None] = []
+    for i, (data, name) in enumerate(zip(encoded, uuids, strict=True)):
+        if name is None:
+            images.append(decode_image(data, i))
+            vllm_uuids.append(None)
+            continue
+        if not data:
+            found = cache.get(name) if cache is not None else None
+            if found is None:
+                raise InvalidInput(f"image {i}: uuid {name.split(':', 1)[-1][:80]!r}: no image is cached under "
+                                   "this uuid; send the image with it")
+            images.append(found[0])
+            vllm_uuids.append(found[1])
+            continue
+        image = decode_image(data, i)
+        content = "vlt-img-" + hashlib.sha256(data).hexdigest()[:40]
+        if cache is not None:
+            cache.put(name, image, content)
+        images.append(image)
+        vllm_uuids.append(content)
+    return images, vllm_uuids
+
+
 def videos_of(frames: np.ndarray | None, infos: list[Any]) -> list[VideoInput]:
     """The videos of packed ``frames`` and their ``video_info`` documents."""
     if not infos:
@@ -93,8 +178,9 @@ def videos_of(frames: np.ndarray | None, infos: list[Any]) -> list[VideoInput]:
             for info, clip in zip(infos, unpack(frames, shapes), strict=True)]
 
 
-def build_request(inputs: Inputs, request_id: str) -> GenerationRequest:
-    """Validates one request's tensors into a :class:`GenerationRequest`."""
+def build_request(inputs: Inputs, request_id: str, image_cache: ImageCache | None = None) -> GenerationRequest:
+    """Validates one request's tensors into a :class:`GenerationRequest`; images named by a uuid
+    alone come from ``image_cache``."""
     prompts = as_bytes_list(inputs.get(C.TEXT_INPUT), C.TEXT_INPUT)
     messages_docs = parse_json_list(inputs.get(C.MESSAGES), C.MESSAGES)
     if bool(prompts) == bool(messages_docs):
@@ -106,7 +192,8 @@ def build_request(inputs: Inputs, request_id: str) -> GenerationRequest:
         except UnicodeDecodeError:
             raise InvalidInput(f"{C.TEXT_INPUT} is not valid UTF-8") from None
     videos = videos_of(inputs.get(C.VIDEO_FRAMES), parse_json_list(inputs.get(C.VIDEO_INFO), C.VIDEO_INFO))
-    images = [decode_image(b, i) for i, b in enumerate(as_bytes_list(inputs.get(C.IMAGE), C.IMAGE))]
+    images, image_uuids = request_images(list(as_bytes_list(inputs.get(C.IMAGE), C.IMAGE)),
+                                         image_uuids_of(messages_docs[0] if messages_docs else None), image_cache)
     raw_sampling = as_bytes_list(inputs.get(C.SAMPLING_PARAMETERS), C.SAMPLING_PARAMETERS)
     sampling = parse_sampling(raw_sampling[0] if raw_sampling else None)
     stream_arr = inputs.get(C.STREAM)
@@ -117,6 +204,7 @@ def build_request(inputs: Inputs, request_id: str) -> GenerationRequest:
         messages=messages_docs[0] if messages_docs else None,
         videos=videos,
         images=images,
+        image_uuids=image_uuids if any(image_uuids) else (),
         sampling=sampling,
         stream=stream,
     )
@@ -147,6 +235,7 @@ class LlmHandler:
     def __init__(self, engine: Any, media: Media | None = None) -> None:
         self.engine = engine  # a BackgroundEngine (or anything with its submit/check_health/shutdown)
         self.media = media
+        self.images = ImageCache()
         self._media_pool = ThreadPoolExecutor(MEDIA_WORKERS, thread_name_prefix="llm-media")
         # Requests still in their media step, by id: an abort request must stop them too.
         self._decoding: dict[str, set[threading.Event]] = {}
@@ -170,13 +259,13 @@ class LlmHandler:
             return
         video = inputs.get(C.VIDEO)
         if video is None:
-            self._generate(build_request(inputs, request_id), sink)
+            self._generate(build_request(inputs, request_id, self.images), sink)
             return
         if inputs.get(C.VIDEO_FRAMES) is not None or inputs.get(C.VIDEO_INFO) is not None:
             raise InvalidInput(f"give '{C.VIDEO}' (decoded here) or '{C.VIDEO_FRAMES}' + '{C.VIDEO_INFO}', not both")
         if self.media is None:
             raise InvalidInput(f"this llm model takes no '{C.VIDEO}' input (it has no media model)")
-        request = build_request(inputs, request_id)  # the rest is checked before any decoding
+        request = build_request(inputs, request_id, self.images)  # the rest is checked before any decoding
         stop = threading.Event()
         with self._decoding_lock:
             self._decoding.setdefault(request.request_id, set()).add(stop)

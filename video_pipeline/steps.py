@@ -157,7 +157,7 @@ def video_options(
         if not isinstance(doc, dict):
             raise InvalidInput(f"{C.VIDEO_OPTIONS} must be JSON objects")
         # where the video is and what kind of bytes it is, not how to sample it
-        doc = {k: v for k, v in doc.items() if k not in (PATH_KEY, C.FRAME_LIST)}
+        doc = {k: v for k, v in doc.items() if k not in (PATH_KEY, C.FRAME_LIST, C.MEDIA_UUID)}
         media = media or MediaSettings()
         # The model's processor's frame cap is the default cap (an operator's default_max_frames wins).
         opts = VideoOptions.from_dict({"max_frames": media.max_frames, **defaults, **doc})
@@ -206,6 +206,7 @@ class DecoderStep:
         if total > self.limits.max_input_bytes:
             raise MediaTooLarge(f"the videos hold {total} bytes; the limit is {self.limits.max_input_bytes}")
         lists = frame_lists(inputs, len(videos))
+        uuids = video_uuids(inputs, len(videos))
         decoded = []
         for i, (data, opts) in enumerate(zip(videos, options, strict=True)):
             try:
@@ -214,7 +215,10 @@ class DecoderStep:
                         data = data.read_bytes()
                     decoded.append(decode_frame_list(split_frame_list(data), lists[i], self.limits))
                     continue
-                decoded.append(self._decode(data, opts))
+                if uuids[i] is not None and not data:
+                    decoded.append(self._cached(uuids[i], opts))  # type: ignore[arg-type]
+                    continue
+                decoded.append(self._decode(data, opts, uuids[i]))
             except InvalidInput as exc:
                 if len(videos) > 1:
                     raise type(exc)(f"video {i}: {exc}") from None
@@ -246,13 +250,17 @@ class DecoderStep:
             raise InvalidInput(f"video {i}: no such file under media_root: {path[:200]!r}")
         return real
 
-    def _decode(self, data: bytes | Path, opts: VideoOptions) -> DecodedVideo:
+    def _decode(self, data: bytes | Path, opts: VideoOptions, uuid: str | None = None) -> DecodedVideo:
         source = str(data) if isinstance(data, Path) else data
         if not isinstance(data, Path) and not data:
             return decode_video(data, opts, self.limits, self.media)  # the decoder's own "empty" error
         opts.check_limits(self.limits)  # a request over budget is refused, cached or not
-        key = cache_key(self._key_base, _file_hash(data) if isinstance(data, Path) else content_hash(data),
-                        _canonical(opts, self.media))
+        digest = _file_hash(data) if isinstance(data, Path) else content_hash(data)
+        key = cache_key(self._key_base, digest, _canonical(opts, self.media))
+        if uuid is not None:
+            # Recorded before decoding: a failed decode leaves an alias whose entry never appears,
+            # which a uuid-only request answers as "nothing cached", as it should.
+            self.cache.alias(uuid, digest)
 
         def compute() -> Entry:
             video = self.backend.decode(source, opts, self.limits, self.media)
@@ -260,6 +268,31 @@ class DecoderStep:
                           "frame_indices": video.frame_indices}, video.metadata)
 
         entry, status = self.cache.get_or_compute(key, compute)
+        return DecodedVideo(
+            frames=np.asarray(entry.arrays["frames"]),
+            timestamps=np.asarray(entry.arrays["timestamps"]),
+            frame_indices=np.asarray(entry.arrays["frame_indices"]),
+            metadata={**entry.meta, "cache": status, "cache_key": key},
+        )
+
+    def _cached(self, uuid: str, opts: VideoOptions) -> DecodedVideo:
+        """A video named by its uuid alone (vLLM's cache-hit shape): the entry of the content the
+        uuid was last sent with, for these options; InvalidInput naming the uuid when none is cached."""
+        shown = uuid.split(":", 1)[-1][:80]
+        if not self.cache.enabled:
+            raise InvalidInput(f"uuid {shown!r}: no media is cached on this server (its media cache is off); "
+                               "send the media with the uuid")
+        opts.check_limits(self.limits)
+        digest = self.cache.resolve(uuid)
+        if digest is None:
+            raise InvalidInput(f"uuid {shown!r}: no media is cached under this uuid; send the media with it")
+        key = cache_key(self._key_base, digest, _canonical(opts, self.media))
+
+        def missing() -> Entry:
+            raise InvalidInput(f"uuid {shown!r}: its media is not cached with these options (or was evicted); "
+                               "send the media with the uuid")
+
+        entry, status = self.cache.get_or_compute(key, missing)
         return DecodedVideo(
             frames=np.asarray(entry.arrays["frames"]),
             timestamps=np.asarray(entry.arrays["timestamps"]),
@@ -278,6 +311,20 @@ def video_paths(inputs: Inputs, n: int) -> list[str | None]:
     if len(docs) != n:  # a shared options document names no one video's file
         return [None] * n
     return [doc.get(PATH_KEY) if isinstance(doc, dict) else None for doc in docs]
+
+
+def video_uuids(inputs: Inputs, n: int) -> list[str | None]:
+    """The media uuid (contract.MEDIA_UUID) of each of ``n`` videos in its options, or None."""
+    docs = parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)
+    if len(docs) != n:  # a shared options document names no one video
+        return [None] * n
+    out: list[str | None] = []
+    for i, doc in enumerate(docs):
+        value = doc.get(C.MEDIA_UUID) if isinstance(doc, dict) else None
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidInput(f"video {i}: {C.MEDIA_UUID} must be a non-empty string")
+        out.append(value)
+    return out
 
 
 def frame_lists(inputs: Inputs, n: int) -> list[dict[str, Any] | None]:

@@ -154,10 +154,12 @@ def error_from_stream(message: str) -> PipelineError:
 class TritonBackend:
     """:class:`~openai_frontend.backend.base.Backend` on tritonserver's gRPC endpoint."""
 
-    def __init__(self, url: str, *, timeout_s: float = 600.0, frames_through_shim: bool = False) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 600.0, frames_through_shim: bool = False,
+                 channel_args: list[tuple[str, Any]] | None = None) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.frames_through_shim = frames_through_shim
+        self.channel_args = channel_args  # None: tritonclient's defaults
         self._client: InferenceServerClient | None = None
         self._media_params: dict[str, Any] | None = None
         self._aborts: set[asyncio.Task[None]] = set()  # abort requests in flight (kept referenced)
@@ -166,7 +168,7 @@ class TritonBackend:
     def client(self) -> InferenceServerClient:
         # Created on first use: a grpc.aio channel belongs to the event loop that runs the app.
         if self._client is None:
-            self._client = InferenceServerClient(self.url)
+            self._client = InferenceServerClient(self.url, channel_args=self.channel_args)
         return self._client
 
     async def ready(self) -> bool:

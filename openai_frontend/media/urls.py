@@ -7,8 +7,11 @@
 - ``file://`` and bare paths (``/data/clip.mp4``, ``clips/a.mp4``): refused unless
   ``allowed_local_media_path`` is set; then resolved (symlinks too) and confined to it,
   regular files only;
-- file ids of the Files API: a bare ``file-...`` or the URL form ``file-id://file-...``,
-  and ``form://<field>``, a file part of the same multipart request.
+- file ids of the Files API: a bare ``file-...``, the URL forms ``file-id://file-...`` and
+  ``vllm-file://file-...`` (vLLM's scheme), and ``form://<field>``, a file part of the same
+  multipart request.
+
+Media uuids (vLLM's ``uuid`` on a part) are namespaced by tenant here (:func:`scoped_uuid`).
 
 Every byte read counts against the request's :class:`~openai_frontend.budgets.RequestBudget`.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import os
 import re
 import stat
@@ -41,6 +45,11 @@ Kind = Literal["video", "image"]
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}):")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
 FILE_ID_SCHEME = "file-id://"
+VLLM_FILE_SCHEME = "vllm-file://"
+#: What a file id looks like (the Files API's ids): a URL naming one must name exactly one.
+FILE_ID = re.compile(r"file-[A-Za-z0-9_-]{1,128}")
+#: The longest media uuid a client may give (vLLM sets none; ours keeps keys and messages sane).
+MAX_UUID_CHARS = 256
 FORM_SCHEME = "form://"
 # Frame lists: vLLM's "data:video/jpeg;base64,<frame>,<frame>,..." (each frame a base64 image).
 FRAME_LIST_MIME = "video/jpeg"
@@ -106,12 +115,15 @@ class MediaFetcher:
         if url.startswith(FORM_SCHEME):
             return await asyncio.to_thread(self._attachment, url.removeprefix(FORM_SCHEME), kind, where,
                                            attachments or {}, budget)
+        if scheme == "vllm-file":
+            file_id = file_id_of(url, where)
+            return await asyncio.to_thread(self._stored, file_id, kind, where, scope, budget)
         if url.startswith(FILE_ID_SCHEME) or url.startswith("file-"):
             return await asyncio.to_thread(self._stored, url.removeprefix(FILE_ID_SCHEME), kind, where, scope, budget)
         if not scheme:  # a bare path
             return await asyncio.to_thread(self._local, url, url, where, budget)
         raise bad_request(
-            f"{where}: unsupported URL scheme {scheme[:20]!r}; use data:, http(s)://, file:// or a file id", where,
+            f"{where}: unsupported URL scheme {scheme[:20]!r}; use data:, http(s)://, file://, vllm-file:// or a file id", where,
             code="invalid_url",
         )
 
@@ -233,6 +245,27 @@ class MediaFetcher:
                 raise too_large(where, f"{path.name} is {info.st_size} bytes", self.settings.max_media_bytes)
             budget.spend(info.st_size, where)
             return f.read(info.st_size)
+
+
+def file_id_of(value: str, where: str) -> str:
+    """The file id a ``vllm-file://<id>`` URL names (vLLM's form of a file id); a bare ``file-...``
+    passes as it is. 400 for a malformed URL: an empty id, a path, a query, anything but one id."""
+    if not value.startswith(VLLM_FILE_SCHEME):
+        return value
+    file_id = value[len(VLLM_FILE_SCHEME):]
+    if not FILE_ID.fullmatch(file_id):
+        raise bad_request(f"{where}: a vllm-file URL must be vllm-file://<file id> (file-...), got "
+                          f"{value[:80]!r}", where, code="invalid_url")
+    return file_id
+
+
+def scoped_uuid(scope: str, uuid: str, where: str) -> str:
+    """A client's media uuid as the caches know it: ``<tenant tag>:<uuid>``, the tag a digest of
+    the tenant (the files scope header's value), so one tenant's uuid never names another's media."""
+    if not uuid or len(uuid) > MAX_UUID_CHARS:
+        raise bad_request(f"{where}: a uuid must be 1 to {MAX_UUID_CHARS} characters", where, code="invalid_value")
+    tag = hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{tag}:{uuid}"
 
 
 def file_not_found(file_id: str, where: str | None = None) -> OpenAIError:

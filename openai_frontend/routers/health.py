@@ -1,4 +1,7 @@
-"""GET /health (the shim is alive), /health/ready (Triton's models are ready), /metrics (Prometheus)."""
+"""GET /health (the shim is alive), /health/ready (Triton's models are ready), /metrics (Prometheus).
+
+With several tritonservers, /health/ready is ready while at least one is, and its body reports each
+endpoint's state (``endpoints``: url -> state, error, in_flight)."""
 
 from __future__ import annotations
 
@@ -18,8 +21,16 @@ async def health() -> dict:
 
 @router.get("/health/ready")
 async def ready(request: Request) -> Response:
-    if await service_of(request).backend.ready():
-        return JSONResponse({"status": "ready"})
+    backend = service_of(request).backend
+    is_ready = await backend.ready()
+    states = getattr(backend, "endpoint_states", None)  # a pool of tritonservers
+    endpoints = states() if states is not None else None
+    if is_ready:
+        return JSONResponse({"status": "ready"} if endpoints is None else {"status": "ready", "endpoints": endpoints})
+    if endpoints is not None:
+        down = "; ".join(f"{url}: {s['state']}" + (f" ({s['error']})" if s["error"] else "")
+                         for url, s in endpoints.items())
+        raise OpenAIError(503, f"no tritonserver endpoint has llm and video_media ready: {down}", code="not_ready")
     raise OpenAIError(503, "tritonserver's llm and video_media models are not ready", code="not_ready")
 
 

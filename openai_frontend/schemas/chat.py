@@ -2,7 +2,9 @@
 
 Content parts: ``text``, ``image_url`` and ``video_url`` (the vLLM/LMDeploy
 shape ``{"type": "video_url", "video_url": {"url": ...}}``), with our own
-``start``/``end`` seconds on a video part or inside its ``video_url``.
+``start``/``end`` seconds on a video part or inside its ``video_url``. As in vLLM, a media
+part may carry a ``uuid`` (the item's cache identity), and a part with a ``uuid`` and no
+media (``"image_url": null``) names media sent earlier with that uuid.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pydantic import Field
 
 from openai_frontend.errors import OpenAIError
 from openai_frontend.media.options import part_window
-from openai_frontend.schemas.common import SamplingFields, Strict, refuse_if, validate_part
+from openai_frontend.schemas.common import SamplingFields, Strict, media_url, refuse_if, validate_part
 from openai_frontend.service import Conversation, ImageRef, Part, Turn, VideoRef
 
 PART_TYPES = ("text", "image_url", "video_url")
@@ -31,7 +33,8 @@ class ImageURL(Strict):
 
 class ImagePart(Strict):
     type: Literal["image_url"]
-    image_url: ImageURL | str
+    image_url: ImageURL | str | None = None
+    uuid: str | None = None  # vLLM's: the item's cache identity; alone, it names cached media
 
 
 class VideoURL(Strict):
@@ -42,9 +45,10 @@ class VideoURL(Strict):
 
 class VideoPart(Strict):
     type: Literal["video_url"]
-    video_url: VideoURL | str
+    video_url: VideoURL | str | None = None
     start: float | None = None
     end: float | None = None
+    uuid: str | None = None
 
 
 _PART_MODELS: dict[str, type[Strict]] = {"text": TextPart, "image_url": ImagePart, "video_url": VideoPart}
@@ -106,12 +110,15 @@ def _part(raw: Any, where: str) -> Part:
     if isinstance(part, TextPart):
         return part.text
     if isinstance(part, ImagePart):
-        url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
-        return ImageRef(url=url, where=f"{where}.image_url")
+        inner = part.image_url
+        url = "" if inner is None else inner if isinstance(inner, str) else inner.url
+        return ImageRef(url=media_url(url, part.uuid, f"{where}.image_url", where), where=f"{where}.image_url",
+                        uuid=part.uuid)
     if isinstance(part, VideoPart):
-        inner = part.video_url
-        url = inner if isinstance(inner, str) else inner.url
-        start = part.start if part.start is not None else (None if isinstance(inner, str) else inner.start)
-        end = part.end if part.end is not None else (None if isinstance(inner, str) else inner.end)
-        return VideoRef(url=url, where=f"{where}.video_url", window=part_window(start, end, where))
+        vinner = part.video_url
+        url = "" if vinner is None else vinner if isinstance(vinner, str) else vinner.url
+        start = part.start if part.start is not None else (getattr(vinner, "start", None))
+        end = part.end if part.end is not None else (getattr(vinner, "end", None))
+        return VideoRef(url=media_url(url, part.uuid, f"{where}.video_url", where), where=f"{where}.video_url",
+                        window=part_window(start, end, where), uuid=part.uuid)
     raise OpenAIError(400, f"{where}.type: unsupported content part", param=f"{where}.type")

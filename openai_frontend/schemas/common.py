@@ -148,3 +148,13 @@ def validate_part(raw: Any, where: str, models: dict[str, type[BaseModel]], supp
         raise OpenAIError(400, f"{where}.type: unknown content part type {kind!r}; supported: {', '.join(supported)}",
                           param=f"{where}.type", code="invalid_value")
     return validate(model, raw, where)
+
+
+def media_url(url: str, uuid: str | None, param: str, where: str) -> str:
+    """A media part's URL; "" for a part named by its ``uuid`` alone (vLLM's cache-hit shape)."""
+    if uuid is not None and not uuid:
+        raise OpenAIError(400, f"{where}.uuid: must not be empty", param=f"{where}.uuid", code="invalid_value")
+    if not url and uuid is None:
+        raise OpenAIError(400, f"{param}: required (or give a uuid of media sent before)", param=param,
+                          code="missing_required_parameter")
+    return url

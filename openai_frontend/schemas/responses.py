@@ -4,7 +4,9 @@
 ``input_text``, ``input_image`` (``image_url`` or ``file_id``), ``input_video``
 (``video_url`` or ``file_id``; ours, in the spirit of input_image) and
 ``input_file`` (``file_id``, read as a video); assistant turns carry ``output_text``.
-A ``file_id`` names a file uploaded through the Files API.
+A ``file_id`` names a file uploaded through the Files API (bare, or as vLLM's
+``vllm-file://<id>``, also taken as an ``input_file``'s ``file_url``). ``input_image`` and
+``input_video`` take vLLM's ``uuid``, alone to name media sent before with it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from typing import Any, Literal
 
 from openai_frontend.errors import OpenAIError
 from openai_frontend.media.options import part_window
-from openai_frontend.schemas.common import SamplingFields, Strict, refuse_if, validate, validate_part
+from openai_frontend.media.urls import VLLM_FILE_SCHEME, file_id_of
+from openai_frontend.schemas.common import (
+    SamplingFields,
+    Strict,
+    media_url,
+    refuse_if,
+    validate,
+    validate_part,
+)
 from openai_frontend.service import Conversation, ImageRef, Part, Turn, VideoRef
 
 PART_TYPES = ("input_text", "input_image", "input_video", "input_file", "output_text")
@@ -36,6 +46,7 @@ class InputImage(Strict):
     image_url: str | None = None
     file_id: str | None = None
     detail: Literal["auto", "low", "high"] | None = None
+    uuid: str | None = None
 
 
 class VideoURL(Strict):
@@ -50,6 +61,7 @@ class InputVideo(Strict):
     file_id: str | None = None
     start: float | None = None
     end: float | None = None
+    uuid: str | None = None
 
 
 class InputFile(Strict):
@@ -141,36 +153,43 @@ def _part(raw: Any, where: str) -> Part:
     if isinstance(part, (InputText, OutputText)):
         return part.text
     if isinstance(part, InputFile):
+        if part.file_id is None and part.file_url is not None and part.file_url.startswith(VLLM_FILE_SCHEME):
+            return VideoRef(url=_file_id(part.file_url, where, "file_url"), where=f"{where}.file_url")
         if part.file_id is None:
-            raise OpenAIError(400, f"{where}: give file_id (file_data and file_url are not supported; "
-                              "use input_video or input_image for URLs)", param=f"{where}.file_id",
+            raise OpenAIError(400, f"{where}: give file_id (file_data and file_url other than vllm-file:// are not "
+                              "supported; use input_video or input_image for URLs)", param=f"{where}.file_id",
                               code="missing_required_parameter")
         return VideoRef(url=_file_id(part.file_id, where), where=f"{where}.file_id")
     if isinstance(part, InputImage):
         if part.file_id is not None:
-            return ImageRef(url=_file_id(part.file_id, where), where=f"{where}.file_id")
-        if not part.image_url:
-            raise OpenAIError(400, f"{where}: give image_url or file_id",
+            return ImageRef(url=_file_id(part.file_id, where), where=f"{where}.file_id", uuid=part.uuid)
+        if not part.image_url and part.uuid is None:
+            raise OpenAIError(400, f"{where}: give image_url, file_id or the uuid of an image sent before",
                               param=f"{where}.image_url", code="missing_required_parameter")
-        return ImageRef(url=part.image_url, where=f"{where}.image_url")
+        url = media_url(part.image_url or "", part.uuid, f"{where}.image_url", where)
+        return ImageRef(url=url, where=f"{where}.image_url", uuid=part.uuid)
     if isinstance(part, InputVideo):
         inner = part.video_url
         if part.file_id is not None:
             window = part_window(part.start, part.end, where)
-            return VideoRef(url=_file_id(part.file_id, where), where=f"{where}.file_id", window=window)
-        if not inner:
-            raise OpenAIError(400, f"{where}: give video_url or file_id",
+            return VideoRef(url=_file_id(part.file_id, where), where=f"{where}.file_id", window=window,
+                            uuid=part.uuid)
+        if not inner and part.uuid is None:
+            raise OpenAIError(400, f"{where}: give video_url, file_id or the uuid of a video sent before",
                               param=f"{where}.video_url", code="missing_required_parameter")
-        url = inner if isinstance(inner, str) else inner.url
-        start = part.start if part.start is not None else (None if isinstance(inner, str) else inner.start)
-        end = part.end if part.end is not None else (None if isinstance(inner, str) else inner.end)
-        return VideoRef(url=url, where=f"{where}.video_url", window=part_window(start, end, where))
+        url = "" if not inner else inner if isinstance(inner, str) else inner.url
+        start = part.start if part.start is not None else getattr(inner, "start", None)
+        end = part.end if part.end is not None else getattr(inner, "end", None)
+        return VideoRef(url=media_url(url, part.uuid, f"{where}.video_url", where), where=f"{where}.video_url",
+                        window=part_window(start, end, where), uuid=part.uuid)
     raise OpenAIError(400, f"{where}.type: unsupported content part", param=f"{where}.type")
 
 
-def _file_id(value: str, where: str) -> str:
-    """A file_id must be a bare id: it must not smuggle in a URL the fetcher would follow."""
+def _file_id(value: str, where: str, field: str = "file_id") -> str:
+    """A file_id must be a bare id (or vLLM's ``vllm-file://<id>``): it must not smuggle in a URL
+    the fetcher would follow."""
+    value = file_id_of(value, f"{where}.{field}")
     if not value.startswith("file-"):
-        raise OpenAIError(404, f"{where}.file_id: no such file: {value[:80]!r}", param=f"{where}.file_id",
+        raise OpenAIError(404, f"{where}.{field}: no such file: {value[:80]!r}", param=f"{where}.{field}",
                           code="file_not_found")
     return value

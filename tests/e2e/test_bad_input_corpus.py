@@ -285,6 +285,22 @@ add("upload: html named .mp4", lambda ctx: Request("POST", "/v1/files", {
 add("upload: zero bytes", lambda ctx: Request("POST", "/v1/files", {
     "data": {"purpose": "vision"}, "files": {"file": ("x.mp4", b"", "video/mp4")}}), 400)
 
+# --- vLLM's shapes: media uuids, vllm-file:// ids ---------------------------------------------------------
+
+add("uuid: video uuid never sent", lambda ctx: chat({"type": "video_url", "uuid": "never-sent-v"}), 400,
+    "'never-sent-v'")
+add("uuid: image uuid never sent", lambda ctx: chat({"type": "image_url", "image_url": None,
+                                                     "uuid": "never-sent-i"}), 400, "'never-sent-i'")
+add("uuid: empty", lambda ctx: chat(video(data_url(clip()), uuid="")), 400, "uuid")
+add("uuid: 10k characters", lambda ctx: chat({"type": "video_url", "uuid": "u" * 10_000}), 400, "uuid")
+add("uuid: not a string", lambda ctx: chat({"type": "video_url", "uuid": {"a": 1}}), 400)
+add("uuid: no media and no uuid", lambda ctx: chat({"type": "video_url", "video_url": None}), 400, "required")
+add("vllm-file: empty id", lambda ctx: chat(video("vllm-file://")), 400, "vllm-file://<file id>")
+add("vllm-file: traversal", lambda ctx: chat(video("vllm-file://file-a/../../etc/passwd")), 400, "vllm-file")
+add("vllm-file: query", lambda ctx: chat(image("vllm-file://file-abc?x=1")), 400, "vllm-file")
+add("vllm-file: not a file id", lambda ctx: chat(video("vllm-file:///etc/passwd")), 400, "vllm-file")
+add("vllm-file: unknown id", lambda ctx: chat(video("vllm-file://file-doesnotexist")), 404, "no such file")
+
 
 RESULTS: dict[str, tuple[int, float, str]] = {}
 

@@ -156,12 +156,13 @@ def replicas(request: pytest.FixtureRequest, triton, postgres, s3_server, tiny_m
                                                    "VLT_TRITON_FILES_DIR": str(a_dir.resolve())}, logs / "shim-a.log")
     b = ShimProcess("replica B", triton_b.grpc_url, {**stores, "VLT_FILES_DIR": str(b_dir),
                                                      "VLT_TRITON_FILES_DIR": str(b_dir.resolve())}, logs / "shim-b.log")
-    failed_before = request.session.testsfailed
+    failed_before, up = request.session.testsfailed, False
     try:
         triton_b.start()
         print(f"\nmulti-replica: tritonserver B ready in {time.monotonic() - started:.1f} s")
         a.start()
         b.start()
+        up = True
         print(f"multi-replica: both replicas ready after {time.monotonic() - started:.1f} s")
         yield Replicas(a, b, triton, triton_b, stores["VLT_DATABASE_URL"], s3_server, prefix)
     finally:
@@ -170,7 +171,7 @@ def replicas(request: pytest.FixtureRequest, triton, postgres, s3_server, tiny_m
         b.stop()
         print(f"multi-replica: replicas stopped in {time.monotonic() - stopping:.1f} s")
         triton_b.stop()
-        if request.session.testsfailed > failed_before:
+        if not up or request.session.testsfailed > failed_before:
             for name, text in (("replica A", a.log_tail()), ("replica B", b.log_tail()),
                                ("tritonserver B", triton_b.log_tail(200))):
                 print(f"\n--- {name} log ---\n{text}")

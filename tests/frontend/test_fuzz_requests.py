@@ -49,6 +49,8 @@ URLS = [
     "http://", "https://[", "ftp://media.test/a.mp4", "gopher://x", "file:///etc/passwd", "file://host/x",
     "/etc/passwd", "../../etc/passwd", "clip.mp4", "file-abc", "file-id://../../x", "form://x", "", " ", "\x00",
     "C:\\video.mp4", "http://media.test/" + "a" * 9000,
+    # vLLM's file-id scheme: well formed, empty, a path, a query
+    "vllm-file://file-abc", "vllm-file://", "vllm-file://file-a/../../x", "vllm-file://file-a?x=1", "vllm-file:///x",
 ]
 
 json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
@@ -63,21 +65,27 @@ number = st.integers(min_value=-5, max_value=5000) | st.floats(allow_nan=True) |
 def _part(types: list[str]) -> st.SearchStrategy:
     window = st.fixed_dictionaries({}, optional={"start": number, "end": number})
     video_url = url | st.builds(lambda u, w: {"url": u, **w}, url, window)
+    # vLLM's media uuid: with media, or alone (its cache-hit shape, the media field null or absent)
+    uuid = st.sampled_from(["clip-1", "", "u" * 300]) | st.text(max_size=20) | json_values
     shapes = {
         "text": st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=50) | json_values}),
         "image_url": st.fixed_dictionaries({"type": st.just("image_url"),
-                                            "image_url": url | st.fixed_dictionaries({"url": url})},
-                                           optional={"detail": st.sampled_from(["auto", "low", "x"])}),
-        "video_url": st.builds(lambda t, v, w: {"type": t, "video_url": v, **w}, st.just("video_url"), video_url,
-                               window),
+                                            "image_url": url | st.none() | st.fixed_dictionaries({"url": url})},
+                                           optional={"detail": st.sampled_from(["auto", "low", "x"]),
+                                                     "uuid": uuid}),
+        "video_url": st.builds(lambda t, v, w, u: {"type": t, "video_url": v, **w, **u}, st.just("video_url"),
+                               video_url | st.none(), window, st.fixed_dictionaries({}, optional={"uuid": uuid})),
+        "uuid_only": st.fixed_dictionaries({"type": st.sampled_from(["image_url", "video_url"]), "uuid": uuid}),
         "input_text": st.fixed_dictionaries({"type": st.just("input_text"), "text": st.text(max_size=50)}),
         "output_text": st.fixed_dictionaries({"type": st.just("output_text"), "text": st.text(max_size=20)}),
         "input_image": st.fixed_dictionaries({"type": st.just("input_image")},
-                                             optional={"image_url": url, "file_id": url}),
+                                             optional={"image_url": url, "file_id": url, "uuid": uuid}),
         "input_video": st.fixed_dictionaries({"type": st.just("input_video")},
-                                             optional={"video_url": video_url, "file_id": url, "start": number}),
+                                             optional={"video_url": video_url, "file_id": url, "start": number,
+                                                       "uuid": uuid}),
         "input_file": st.fixed_dictionaries({"type": st.just("input_file")},
-                                            optional={"file_id": url, "file_data": url, "filename": url}),
+                                            optional={"file_id": url, "file_data": url, "file_url": url,
+                                                      "filename": url}),
     }
     return st.sampled_from(types).flatmap(lambda t: shapes[t]) | json_values
 
@@ -106,7 +114,8 @@ SAMPLING = st.fixed_dictionaries({}, optional={
 
 CHAT = st.builds(lambda base, extra, media, sampling: {**base, **extra, **media, **sampling},
                  st.fixed_dictionaries({"model": st.just(MODEL) | json_values,
-                                        "messages": _messages(["text", "image_url", "video_url", "input_text"])}),
+                                        "messages": _messages(["text", "image_url", "video_url", "uuid_only",
+                                                               "input_text"])}),
                  st.fixed_dictionaries({}, optional={"max_tokens": number, "max_completion_tokens": number,
                                                      "logprobs": json_values, "response_format": json_values}),
                  MEDIA_KWARGS, SAMPLING)

@@ -196,11 +196,16 @@ def multi_modal_uuids(request: GenerationRequest) -> dict[str, list[str | None]]
     video reuses that work. A video without one (a frame list, a client's own frames) gets
     None: vLLM hashes it as before. A client calling ``llm`` directly vouches for its uuids,
     as with vLLM's own ``uuid`` content field.
+    Images named by a client's uuid carry one too (``request.image_uuids``: their content's sha256,
+    never the client's string, so a uuid re-used for other media cannot meet stale features).
     """
+    out: dict[str, list[str | None]] = {}
     uuids = [v.metadata.get("uuid") for v in request.videos]
-    if not any(isinstance(u, str) and u for u in uuids):
-        return None
-    return {"video": [u if isinstance(u, str) and u else None for u in uuids]}
+    if any(isinstance(u, str) and u for u in uuids):
+        out["video"] = [u if isinstance(u, str) and u else None for u in uuids]
+    if any(request.image_uuids):
+        out["image"] = [u or None for u in request.image_uuids]
+    return out or None
 
 
 def resolve_chat_template(

@@ -102,6 +102,8 @@ class GenerationRequest:
     messages: Sequence[Mapping[str, Any]] | None = None
     videos: Sequence[VideoInput] = ()
     images: Sequence[np.ndarray] = ()
+    # per image: vLLM's multi_modal_uuid for it (derived from its content), or None: vLLM hashes it
+    image_uuids: Sequence[str | None] = ()
     sampling: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = True
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -122,6 +124,9 @@ class GenerationRequest:
             raise InvalidInput("sampling parameters must be a JSON object")
         object.__setattr__(self, "videos", tuple(self.videos))
         object.__setattr__(self, "images", tuple(self.images))
+        if self.image_uuids and len(self.image_uuids) != len(self.images):
+            raise InvalidInput(f"image_uuids has {len(self.image_uuids)} entries for {len(self.images)} image(s)")
+        object.__setattr__(self, "image_uuids", tuple(self.image_uuids))
 
 
 @dataclass(frozen=True)
