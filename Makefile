@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 TINY := .tiny/qwen2_vl
 
 
-.PHONY: setup tiny-model test unit e2e fuzz lint serve bench-decode perf-triton clean
+.PHONY: setup tiny-model test unit e2e fuzz lint serve bench-decode perf-triton chaos clean
 
 setup:
 	bash scripts/setup.sh
@@ -54,6 +54,13 @@ bench-decode: setup
 perf-triton: tiny-model
 	$(PY) scripts/install_perf_analyzer.py
 	$(PY) perf/perf_analyzer_recipes.py
+
+## Fault tests and a soak on the real stack (kill -9 of tritonserver and of the shim, disconnect, full tmpfs,
+## CHAOS_SOAK_S seconds at concurrency 16 with bad inputs) -> perf/RESULTS.md "Faults and soak". Not in `make test`.
+CHAOS_SOAK_S ?= 300
+CHAOS_ARGS ?=
+chaos: tiny-model
+	$(PY) perf/chaos.py --soak-s $(CHAOS_SOAK_S) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -5,7 +5,9 @@
 With ``--triton-url`` (or ``VLT_TRITON_URL``) the shim joins a running server
 instead; with several, a health-checked pool of them (openai_frontend.backend.pool).
 SIGINT/SIGTERM stop the shim (in-flight streams are cancelled) and then
-tritonserver. Every flag: ``python -m openai_frontend --help``.
+tritonserver. The started tritonserver is supervised: if it exits (killed, crashed)
+its processes are reaped and it is restarted with backoff on the same ports
+(video_pipeline.launch.Supervisor); VLT_TRITON_MODELS (comma-separated) picks its models. Every flag: ``python -m openai_frontend --help``.
 """
 
 from __future__ import annotations
@@ -40,20 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     triton = None
     try:
         if not settings.triton_url:
-            from video_pipeline.launch import DEFAULT_MODELS, TritonServer
+            from video_pipeline.launch import Supervisor, TritonServer, models_from_env
             from video_pipeline.steps import MEDIA_ROOT_ENV
 
             log = Path(settings.triton_log_file) if settings.triton_log_file else None
             # Same machine, same disk: the decoder reads uploaded videos from the Files API's directory.
             files_root = str(Path(settings.files_dir).resolve())
-            triton = TritonServer(Path(settings.model_repository), list(DEFAULT_MODELS), log_path=log,
+            server = TritonServer(Path(settings.model_repository), models_from_env(), log_path=log,
                                   http_port=settings.triton_http_port, grpc_port=settings.triton_grpc_port,
                                   metrics_port=settings.triton_metrics_port, ready_timeout_s=900,
                                   env={MEDIA_ROOT_ENV: files_root})
             logger.info("starting tritonserver on %s (log %s)", settings.model_repository, log or "a temporary file")
+            # Supervised: restarted (same ports, the shim reconnects) if it exits, and killed with this process.
+            triton = Supervisor(server)
             triton.start()
-            logger.info("tritonserver ready: gRPC %s, log %s", triton.grpc_url, triton.log_path)
-            settings = settings.with_(triton_url=triton.grpc_url, triton_files_dir=settings.triton_files_dir or files_root)
+            logger.info("tritonserver ready: gRPC %s, log %s", server.grpc_url, server.log_path)
+            settings = settings.with_(triton_url=server.grpc_url, triton_files_dir=settings.triton_files_dir or files_root)
         backend = backend_for(settings.triton_urls, timeout_s=settings.triton_timeout_s)
         app = create_app(settings, backend)
         logger.info("serving model %r at http://%s:%d/v1", settings.model_name, settings.host, settings.port)

@@ -4,7 +4,8 @@
   items is checked by the service (``max_videos``, ``max_images``);
 - while downloading: bytes of each item (``max_media_bytes``) and of the whole request
   (``max_request_media_bytes``), counted as the bytes arrive;
-- before decoding: a header probe of each video (frame size, duration) and image (size), and
+- before decoding: a header probe of each video (frame size, duration), image (size) and audio
+  part (an audio track, its duration, ``max_audio_duration_s``; bytes, ``max_audio_bytes``), and
   an estimate of the video tokens against the model's context;
 - after decoding, before the engine: the exact video tokens against the context.
 
@@ -27,7 +28,8 @@ from openai_frontend.errors import OpenAIError
 from openai_frontend.files.upload import sniff
 from openai_frontend.settings import Settings, env_name
 from video_pipeline import contract as C
-from video_pipeline.errors import InvalidInput
+from video_pipeline.errors import InvalidInput, UnsupportedMedia
+from video_pipeline.media.audio import probe_audio
 from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import VideoOptions
 from video_pipeline.media.sampling import target_times
@@ -284,3 +286,52 @@ def check_media(videos: list[tuple[str, Any, VideoOptions]], images: list[tuple[
     for where, data in images:
         check_image(data, settings, where)
     return estimates
+
+
+# --- audio ---------------------------------------------------------------------------------------------
+
+
+def check_audio_asked(audios: list[Any], video_tracks: list[str], media: MediaSettings, settings: Settings,
+                      engine: dict[str, Any], model: str) -> None:
+    """Before any download: the model must take audio at all (a feature extractor in its folder),
+    and the request may carry no more audio parts than the limits allow."""
+    if media.audio_sampling_rate is None:
+        wheres = [a.where for a in audios] or video_tracks
+        if wheres:
+            what = "audio" if audios else "its videos' audio (mm_processor_kwargs.use_audio_in_video)"
+            raise OpenAIError(400, f"{wheres[0]}: the model {model!r} takes no {what}: it has no audio feature "
+                              "extractor", param=wheres[0], code="unsupported_modality")
+    ours, where = settings.max_audios, env_name("max_audios")
+    limit = (engine.get("limit_mm_per_prompt") or {}).get("audio")
+    if isinstance(limit, dict):
+        limit = limit.get("count")
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 <= limit < ours:
+        ours, where = limit, "limit_mm_per_prompt.audio of the llm's model.json"
+    if len(audios) > ours:
+        raise OpenAIError(400, f"the request has {len(audios)} audio parts; this server takes at most {ours} "
+                          f"({where})", param="messages", code="too_many_media")
+    if audios and video_tracks:
+        raise OpenAIError(400, f"{audios[0].where}: audio parts cannot be combined with "
+                          "mm_processor_kwargs.use_audio_in_video in one request", param=audios[0].where,
+                          code="invalid_value")
+
+
+def check_audio(items: list[tuple[str, bytes]], settings: Settings) -> None:
+    """Each fetched audio part (blocking: run it in a thread): within the byte budget, audio at all
+    (415 otherwise), and no longer than the duration budget by its header (llm enforces it again
+    while decoding)."""
+    for where, data in items:
+        if not isinstance(data, (bytes, bytearray)):
+            raise OpenAIError(400, f"{where}: audio must be a file or data, not a frame list", param=where,
+                              code="invalid_value")
+        if len(data) > settings.max_audio_bytes:
+            raise limit_error(413, where, f"the audio is {len(data)} bytes", settings.max_audio_bytes, "bytes",
+                              "max_audio_bytes")
+        try:
+            facts = probe_audio(bytes(data), "audio")
+        except UnsupportedMedia as exc:
+            raise OpenAIError(415, f"{where}: {str(exc).removeprefix('audio: ')}", param=where,
+                              code="unsupported_media") from None
+        if facts.duration is not None and facts.duration > settings.max_audio_duration_s:
+            raise limit_error(413, where, f"the audio lasts {facts.duration:.1f} s",
+                              f"{settings.max_audio_duration_s:g}", "s", "max_audio_duration_s")

@@ -16,13 +16,15 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from openai_frontend.backend.base import Backend, Delta, LlmRequest, MediaFailed
 from openai_frontend.budgets import (
     RequestBudget,
+    check_audio,
+    check_audio_asked,
     check_context,
     check_frames_asked,
     check_media,
@@ -55,6 +57,7 @@ class VideoRef:
     where: str
     window: dict[str, float] = field(default_factory=dict)
     uuid: str | None = None
+    audio: bool = False  # its own audio track goes with it (mm_processor_kwargs.use_audio_in_video)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,15 @@ class ImageRef:
     uuid: str | None = None
 
 
-Part = str | VideoRef | ImageRef  # a str is a text part
+@dataclass(frozen=True)
+class AudioRef:
+    """An audio part (input_audio as a data: URL, or audio_url): llm decodes it at the model's rate."""
+
+    url: str
+    where: str
+
+
+Part = str | VideoRef | ImageRef | AudioRef  # a str is a text part
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,14 @@ class Conversation:
     def parts(self, kind: type) -> list[Any]:
         return [p for t in self.turns if isinstance(t.content, list) for p in t.content if isinstance(p, kind)]
 
+    def with_video_audio(self, on: bool) -> Conversation:
+        """The conversation with every video part taking its own audio track along (when ``on``)."""
+        if not on:
+            return self
+        return Conversation([Turn(t.role, t.content if isinstance(t.content, str) else
+                                  [replace(p, audio=True) if isinstance(p, VideoRef) else p for p in t.content])
+                             for t in self.turns])
+
     def llm_messages(self, scope: str = "") -> list[dict[str, Any]]:
         """The llm model's ``messages``: media parts become placeholders, filled in order; an image
         part with a uuid carries it, namespaced by ``scope`` (llm's image cache is keyed by it)."""
@@ -92,10 +111,14 @@ class Conversation:
             for p in turn.content:
                 if isinstance(p, str):
                     parts.append({"type": "text", "text": p})
+                elif isinstance(p, AudioRef):
+                    parts.append({"type": "audio"})
                 else:
                     part: dict[str, Any] = {"type": "video" if isinstance(p, VideoRef) else "image"}
                     if isinstance(p, ImageRef) and p.uuid is not None:
                         part[C.MEDIA_UUID] = scoped_uuid(scope, p.uuid, p.where)
+                    if isinstance(p, VideoRef) and p.audio:
+                        part[C.USE_AUDIO_IN_VIDEO] = True
                     parts.append(part)
             out.append({"role": turn.role, "content": parts})
         return out
@@ -161,9 +184,12 @@ class Service:
         """
         videos: list[VideoRef] = conversation.parts(VideoRef)
         images: list[ImageRef] = conversation.parts(ImageRef)
+        audios: list[AudioRef] = conversation.parts(AudioRef)
         s = self.settings
-        step = await self._preprocessor_step() if videos or images else None
+        step = await self._preprocessor_step() if videos or images or audios else None
         engine = step.engine if step is not None else {}
+        if step is not None:
+            check_audio_asked(audios, [v.where for v in videos if v.audio], step.media, s, engine, self.model_name)
         for kind, items in (("video", videos), ("image", images)):
             most, where = media_limit(s, engine, kind)
             if len(items) > most:
@@ -177,6 +203,7 @@ class Service:
             *(self._fetch(v, "video", scope, attachments, budget) for v in videos),
             *(self._fetch(i, "image", scope, attachments, budget) for i in images),
         ])
+        audio_data = await _all([self._fetch(a, "audio", scope, attachments, budget) for a in audios])
         video_data, image_data = fetched[: len(videos)], fetched[len(videos):]
         if videos or images:
             # Headers before decoding: sizes, durations, and whether the videos can fit the context at all.
@@ -187,12 +214,16 @@ class Service:
                 [(i.where, d) for i, d in zip(images, image_data, strict=True) if d is not None], s,
                 step.media if step is not None else MediaSettings())
             check_context(estimates, context, estimated=True)
+        if audios:
+            await asyncio.to_thread(check_audio, [(a.where, d) for a, d in zip(audios, audio_data, strict=True)], s)
         wire = [_wire(v, d, o, scope) for v, d, o in zip(videos, video_data, options, strict=True)]
         if images:
             self.metrics.images.inc(len(images))
         common = {"request_id": request_id, "messages": conversation.llm_messages(scope), "sampling": sampling,
                   "stream": stream, "images": [bytes(b or b"") for b in image_data],  # type: ignore[arg-type]
-                  "video_parts": [v.where for v in videos]}
+                  "video_parts": [v.where for v in videos],
+                  **({"audios": [bytes(d) for d in audio_data], "audio_parts": [a.where for a in audios]}
+                     if audios else {})}
         if not videos or not (dry_run or getattr(self.backend, "frames_through_shim", False)):
             return LlmRequest(**common, videos=[w for w, _ in wire], video_options=[o for _, o in wire])
         started = time.perf_counter()
@@ -204,10 +235,10 @@ class Service:
         self._decoded(common["video_parts"], infos, context)
         return LlmRequest(**common, frames=frames, infos=infos)
 
-    async def _fetch(self, ref: VideoRef | ImageRef, kind: Kind, scope: str, attachments: Mapping[str, Path] | None,
+    async def _fetch(self, ref: VideoRef | ImageRef | AudioRef, kind: Kind, scope: str, attachments: Mapping[str, Path] | None,
                      budget: RequestBudget) -> bytes | FrameList | StoredVideo | None:
         """The part's media; None for a part named by its uuid alone (the caches hold it)."""
-        if not ref.url and ref.uuid is not None:
+        if not ref.url and getattr(ref, "uuid", None) is not None:
             return None
         return await self.fetcher.fetch(ref.url, kind, ref.where, scope, attachments, budget)
 
@@ -247,14 +278,17 @@ class Service:
         return step.describe()
 
     @staticmethod
-    def _media_error(exc: PipelineError, parts: list[str]) -> OpenAIError:
-        """The media model's message, naming the part it is about (it numbers the videos it got)."""
+    def _media_error(exc: PipelineError, parts: list[str], audio_parts: list[str] | None = None) -> OpenAIError:
+        """The media model's message, naming the part it is about (it numbers the videos it got, and
+        llm numbers the audio parts)."""
         err = from_exception(exc)
         if err.status >= 500:
             return err
-        m = re.match(r"video (\d+): ", err.message)
-        if len(parts) > 1 and m and int(m[1]) < len(parts):
-            where, err.message = parts[int(m[1])], err.message[m.end():]
+        m = re.match(r"(video|audio) (\d+): ", err.message)
+        if m and m[1] == "audio":
+            parts = audio_parts or []
+        if m and (len(parts) > 1 or m[1] == "audio") and int(m[2]) < len(parts):
+            where, err.message = parts[int(m[2])], err.message[m.end():]
         elif len(parts) == 1:
             where = parts[0]
         else:
@@ -284,7 +318,7 @@ class Service:
                         raise EngineUnavailable("generation was aborted by the server (shutting down?)")
                     yield delta
             except MediaFailed as exc:
-                raise self._media_error(exc.error, request.video_parts) from None
+                raise self._media_error(exc.error, request.video_parts, request.audio_parts) from None
 
     async def start_stream(self, request: LlmRequest) -> AsyncIterator[Delta]:
         """The llm model's deltas once the first has arrived, so that errors the model finds

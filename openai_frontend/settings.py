@@ -71,6 +71,9 @@ class Settings:
     )
     max_video_frames: int = _setting(2048, "most frames sampled from one video (num_frames, max_frames, frame lists)")
     max_video_duration_s: float = _setting(4 * 3600.0, "longest video, in seconds (its declared duration)")
+    max_audios: int = _setting(4, "most audio parts one request may carry (all messages together)")
+    max_audio_bytes: int = _setting(64 * _MIB, "most bytes of one audio part (data, download or file)")
+    max_audio_duration_s: float = _setting(600.0, "longest audio part, in seconds (its declared duration)")
     max_decoded_bytes: int = _setting(
         2048 * _MIB, "most bytes of RGB frames the shim decodes for one frame list (stills at full size)"
     )

@@ -105,3 +105,29 @@ def mp4_declaring_frames(count: int) -> bytes:
     stts = data.index(b"stts") + 4  # version/flags(4) entry_count(4) then (sample_count, delta)...
     struct.pack_into(">I", data, stts + 8, count)
     return bytes(data)
+
+
+def wav_tone(seconds: float = 0.5, rate: int = 16000) -> bytes:
+    """A mono 16-bit WAV of a 440 Hz tone (good audio, for cases where only the model is wrong)."""
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "mono"
+        t = np.arange(int(seconds * rate)) / rate
+        frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)[None, :],
+                                           format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def wav_header_lying_long() -> bytes:
+    """A WAV whose header declares about 3 hours of 16 kHz audio but holds a few samples."""
+    data = bytes(3200)
+    declared = 16000 * 2 * 3 * 3600
+    return (b"RIFF" + struct.pack("<I", 36 + declared) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000,
+            32000, 2, 16) + b"data" + struct.pack("<I", declared) + data)

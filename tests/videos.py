@@ -330,3 +330,36 @@ def inspect(data: bytes) -> PacketFacts:
     order = np.argsort(out.pts, kind="stable")
     out.keyframes = [int(i) for i, k in enumerate(np.asarray(keys)[order]) if k]
     return out
+
+
+def make_resolution_change(small: tuple[int, int] = (64, 64), num_small: int = 10,
+                           big: tuple[int, int] = (640, 360), fps: int = 10) -> bytes:
+    """An H.264 MPEG-TS whose stream changes resolution mid-way: ``num_small`` frames of ``small`` (w, h)
+    then one of ``big``, coded by a second encoder (its own SPS in band) and muxed into the same stream, so
+    the header declares only the small size. Frame ``i`` carries index ``i`` (see :func:`make_frame`)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = small
+        stream.pix_fmt = "yuv420p"
+        opts = {"bf": "0", "preset": "ultrafast", "tune": "zerolatency"}
+        stream.options = {**opts, "g": "5"}
+        for i in range(num_small):
+            frame = av.VideoFrame.from_ndarray(make_frame(i, small[1], small[0]), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+        cc = av.CodecContext.create("libx264", "w")
+        cc.width, cc.height = big
+        cc.pix_fmt = "yuv420p"
+        cc.time_base = stream.codec_context.time_base
+        cc.framerate = Fraction(fps)
+        cc.options = {**opts, "level": "6.2"}
+        frame = av.VideoFrame.from_ndarray(make_frame(num_small, big[1], big[0]), format="rgb24")
+        frame.pts = num_small
+        for packet in [*cc.encode(frame), *cc.encode(None)]:
+            packet.stream = stream
+            out.mux(packet)
+    return buf.getvalue()

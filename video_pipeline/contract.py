@@ -34,6 +34,12 @@ VIDEO_INFO = "video_info"  # BYTES [N]: JSON per video in the shape vLLM's Qwen-
 TEXT_INPUT = "text_input"  # BYTES [1]: a raw prompt, used verbatim (no chat template)
 MESSAGES = "messages"  # BYTES [1]: JSON chat messages; the model's own chat template is applied
 IMAGE = "image"  # BYTES [M]: encoded images (PNG/JPEG/WebP...), in the order image parts appear
+AUDIO = "audio"  # BYTES [A]: encoded audio (WAV/MP3/FLAC/OGG/M4A... any container PyAV opens), in the order
+# audio parts appear; llm decodes each to mono float32 at the model's feature-extractor rate
+USE_AUDIO_IN_VIDEO = "use_audio_in_video"  # llm `messages` video-part key (bool): the video's own audio track
+# goes to the engine with it, over the window its frames cover (vLLM's mm_processor_kwargs.use_audio_in_video);
+# the track's span is in that video's video_info under AUDIO_SPAN
+AUDIO_SPAN = "audio"  # video_info key: {"start", "end", "sampling_rate", "num_samples", ...} of the video's track
 SAMPLING_PARAMETERS = "sampling_parameters"  # BYTES [1]: JSON (max_tokens, temperature, top_p, seed, ...)
 STREAM = "stream"  # BOOL [1]: stream deltas (true) or one response per choice at the end
 ABORT_REQUEST_ID = "abort_request_id"  # BYTES [1]: stop the running llm request with this id, nothing else
@@ -143,6 +149,7 @@ LLM = ModelContract(
         # instead of video_frames + video_info: what video_media takes; llm decodes it inside Triton
         Tensor(VIDEO, "TYPE_STRING", (-1,), optional=True),
         Tensor(VIDEO_OPTIONS, "TYPE_STRING", (-1,), optional=True),
+        Tensor(AUDIO, "TYPE_STRING", (-1,), optional=True),
     ),
     # video_info: only in the one response that answers a `video` input's media (never with text)
     outputs=(*_LLM_OUTPUTS, Tensor(VIDEO_INFO, "TYPE_STRING", (-1,))),

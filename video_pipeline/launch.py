@@ -40,6 +40,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,6 +52,17 @@ logger = logging.getLogger(__name__)
 
 # Loading an ensemble loads its steps; listed anyway so each one's readiness is awaited.
 DEFAULT_MODELS = ("video_decoder", "video_preprocessor", "video_media", "llm", "video_llm", "video_generator")
+#: Comma-separated models the launcher loads (default: DEFAULT_MODELS); e.g. without video_generator.
+MODELS_ENV = "VLT_TRITON_MODELS"
+#: Seconds between restarts of a tritonserver that exited on its own: doubling from the first, capped.
+RESTART_BACKOFF_S = (1.0, 30.0)
+
+
+def models_from_env() -> list[str]:
+    """The models named by ``VLT_TRITON_MODELS`` (comma-separated), else :data:`DEFAULT_MODELS`."""
+    raw = os.environ.get(MODELS_ENV, "")
+    models = [m.strip() for m in raw.split(",") if m.strip()]
+    return models or list(DEFAULT_MODELS)
 
 
 class LaunchError(RuntimeError):
@@ -207,6 +219,87 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
     return env
 
 
+# --- processes ---------------------------------------------------------------------------------------
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (a process started with ``start_new_session`` leads one, and its
+    children stay in it even if they make process groups of their own); zombies are not counted."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may hold spaces and parentheses: the fields after the last ')' are fixed.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
+            out.append(int(entry))
+    return out
+
+
+def kill_session(sid: int, timeout_s: float = 10.0) -> list[int]:
+    """SIGKILL every process of session ``sid`` (its group and any group its members made) and wait until none
+    is left; returns the pids that were killed. The Python stubs ignore SIGTERM and vLLM's EngineCore and
+    Worker outlive a killed tritonserver: this is what keeps them from becoming orphans."""
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with _suppress_lookup():
+            os.killpg(sid, signal.SIGKILL)
+        members = session_members(sid)
+        if not members:
+            return killed
+        for pid in members:
+            with _suppress_lookup():
+                os.kill(pid, signal.SIGKILL)
+            if pid not in killed:
+                killed.append(pid)
+        if time.monotonic() > deadline:
+            logger.error("processes %s of tritonserver's session %d survived SIGKILL", members, sid)
+            return killed
+        time.sleep(0.05)
+
+
+class _suppress_lookup:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, *_: object) -> bool:
+        return kind in (ProcessLookupError, PermissionError)
+
+
+def _parent_death_signal() -> object:
+    """A ``preexec_fn`` that has the kernel SIGTERM the child when the launcher dies (Linux ``PR_SET_PDEATHSIG``),
+    so a killed launcher takes its tritonserver along instead of leaving it on the ports; None elsewhere.
+    Resolved here, in the parent: the child, forked from a threaded process, only calls it."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return arm
+
+
+_PDEATHSIG = _parent_death_signal()
+
+
+def port_holder(host: str, port: int) -> bool:
+    """Whether something already listens on ``host:port``."""
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
 @dataclass
 class TritonServer:
     """One tritonserver process on loopback ports; a context manager."""
@@ -226,6 +319,10 @@ class TritonServer:
     decoder_scale: str = field(default_factory=_env_scale)
     decoder_instances: int = field(default_factory=lambda: _env_int(DECODER_INSTANCES_ENV))
     decoder_threads: int = field(default_factory=lambda: _env_int(DECODER_THREADS_ENV))
+    # The kernel SIGTERMs tritonserver when the thread that started it ends (PR_SET_PDEATHSIG): for a launcher
+    # that starts it from a thread living as long as itself (Supervisor), so a killed launcher leaves no server.
+    die_with_parent: bool = False
+    cancel: threading.Event | None = None  # set: a start in progress gives up (LaunchError)
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
@@ -265,12 +362,18 @@ class TritonServer:
 
     def start(self) -> TritonServer:
         install = find_triton()
+        taken = [f"{name} {self.host}:{port}" for name, port in
+                 (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port))
+                 if port_holder(self.host, port)]
+        if taken:  # an orphaned tritonserver, or another service: never report ready against it
+            raise LaunchError(f"cannot start tritonserver: something else already listens on {', '.join(taken)} "
+                              "(an orphaned tritonserver of an earlier launch? stop it, or choose other ports)")
         if self.log_path is None:
             self.log_path = Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
-        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its lifetime; restarts append
         self.proc = subprocess.Popen(
             self.command(install), stdout=log, stderr=subprocess.STDOUT, env={**server_env(install), **self.env},
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_PDEATHSIG if self.die_with_parent else None,
         )
         log.close()
         try:
@@ -315,6 +418,8 @@ class TritonServer:
         deadline = time.monotonic() + self.ready_timeout_s
         pending = list(self.models)
         while pending:
+            if self.cancel is not None and self.cancel.is_set():
+                raise LaunchError("tritonserver's start was cancelled")
             if self.proc is not None and self.proc.poll() is not None:
                 raise LaunchError(f"tritonserver exited with {self.proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -338,25 +443,22 @@ class TritonServer:
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 40.0) -> None:
-        """SIGTERM the process group, wait, then SIGKILL whatever is left (engine workers included)."""
-        if self.proc is None:
+        """SIGTERM tritonserver, wait, then SIGKILL whatever is left of its session (stubs, engine workers),
+        also when it is already dead (killed): its children outlive it otherwise."""
+        proc = self.proc
+        if proc is None:
             return
-        try:
-            pgid = os.getpgid(self.proc.pid)
-        except ProcessLookupError:
-            pgid = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout_s)
+                proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 logger.warning("tritonserver did not exit in %.0f s; killing its process group", timeout_s)
-        if pgid is not None:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self.proc.wait()
+        # start_new_session: the server's pid is its session and group id, still usable once it has gone.
+        left = kill_session(proc.pid)
+        if left:
+            logger.info("killed %d process(es) left by tritonserver (pid %d): %s", len(left), proc.pid, left)
+        proc.wait()
         for shm in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
             shm.unlink(missing_ok=True)
         self.proc = None
@@ -366,6 +468,103 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Supervisor:
+    """Keeps a :class:`TritonServer` running: when it exits on its own (killed, crashed) its whole session is
+    reaped (stubs, vLLM's EngineCore and Worker) and it is started again on the same ports, after
+    1, 2, 4 ... 30 s (:data:`RESTART_BACKOFF_S`; back to 1 s once a server has stayed up a minute).
+
+    Every start happens on the supervisor's own thread, which lives until :meth:`stop`, so the server can be
+    tied to it (``die_with_parent``): a launcher killed with SIGKILL takes its tritonserver along.
+    """
+
+    #: A server that stayed up this long after its start resets the backoff.
+    STABLE_S = 60.0
+
+    def __init__(self, server: TritonServer, backoff_s: tuple[float, float] = RESTART_BACKOFF_S) -> None:
+        self.server = server
+        self.backoff_s = backoff_s
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        server.cancel = self._stop
+        server.die_with_parent = True
+
+    def start(self) -> Supervisor:
+        """Starts the server and returns once it is ready (LaunchError if its first start fails)."""
+        self._thread = threading.Thread(target=self._run, name="triton-supervisor", daemon=True)
+        self._thread.start()
+        while not self._ready.wait(0.2):
+            if not self._thread.is_alive():
+                raise self._error or LaunchError("tritonserver's supervisor stopped")
+        return self
+
+    def alive(self) -> bool:
+        """Whether the supervisor still keeps a server (False after :meth:`stop` or a failed first start)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stops supervising, then stops the server (SIGTERM, then its whole session)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        with self._lock:
+            self.server.stop()
+
+    def _run(self) -> None:
+        try:
+            self._start_once()
+        except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+            self._error = exc
+            with self._lock:
+                self.server.stop()
+            return
+        self._ready.set()
+        delay = self.backoff_s[0]
+        started = time.monotonic()
+        while not self._stop.is_set():
+            proc = self.server.proc
+            if proc is not None and proc.poll() is None:
+                self._stop.wait(0.5)
+                continue
+            code = proc.returncode if proc is not None else None
+            if time.monotonic() - started > self.STABLE_S:
+                delay = self.backoff_s[0]
+            logger.error("tritonserver (pid %s) exited with %s; reaping its processes and restarting in %.0f s:\n%s",
+                         proc.pid if proc is not None else "?", code, delay, self.server.log_tail(20))
+            with self._lock:
+                self.server.stop(timeout_s=0)
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.backoff_s[1])
+            started = time.monotonic()
+            try:
+                self._start_once()
+            except LaunchError as exc:
+                if self._stop.is_set():
+                    return
+                logger.error("tritonserver restart failed: %s", str(exc).splitlines()[0])
+                continue
+            self.restarts += 1
+            logger.info("tritonserver restarted (restart %d): gRPC %s", self.restarts, self.server.grpc_url)
+
+    def _start_once(self) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                raise LaunchError("tritonserver's start was cancelled")
+            proc = self.server.proc
+            if proc is not None:
+                self.server.stop(timeout_s=0)
+        try:
+            self.server.start()  # not under the lock: stop() may cancel it meanwhile
+        except BaseException:
+            with self._lock:
+                self.server.stop(timeout_s=0)
+            raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,28 +587,28 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = TritonServer(
-        Path(args.model_repository), args.models or list(DEFAULT_MODELS),
+        Path(args.model_repository), args.models or models_from_env(),
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port, host=args.host,
         log_path=Path(args.log_file) if args.log_file else None, extra_args=extra,
         decoder_scale=args.decoder_scale, decoder_instances=args.decoder_instances,
         decoder_threads=args.decoder_threads,
     )
-    stop = False
+    stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
+        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    logger.info("tritonserver ready: http %s grpc %s metrics %s:%d (log %s)",
-                server.http_url, server.grpc_url, server.host, server.metrics_port, server.log_path)
+    supervisor = Supervisor(server)
     try:
-        while not stop and server.proc is not None and server.proc.poll() is None:
-            time.sleep(0.5)
+        supervisor.start()
+        logger.info("tritonserver ready: http %s grpc %s metrics %s:%d (log %s); restarted if it exits",
+                    server.http_url, server.grpc_url, server.host, server.metrics_port, server.log_path)
+        while not stop.wait(0.5) and supervisor.alive():
+            pass
     finally:
-        server.stop()
+        supervisor.stop()
     return 0
 
 

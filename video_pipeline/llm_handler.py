@@ -8,6 +8,12 @@ A request with ``video`` (container bytes, paths, frame lists: what video_media 
 decoded by the ``media`` callable the handler got (in Triton: video_media through BLS,
 :class:`video_pipeline.triton_adapter.BlsMedia`) on a worker thread, so the frames never
 leave Triton; one response with the ``video_info`` follows, then generation as usual.
+
+A request with ``audio`` (encoded audio, one element per audio part) is decoded on the same
+worker (:mod:`video_pipeline.media.audio`, PyAV) to mono float32 at the rate of the served model's
+feature extractor; a video part marked ``use_audio_in_video`` brings its own track too, over the
+window its frames cover (its span in that video's ``video_info``). A model without a feature
+extractor refuses audio.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ import numpy as np
 
 from video_pipeline import contract as C
 from video_pipeline.engines.sampling import parse_sampling
-from video_pipeline.engines.types import GenerationDelta, GenerationRequest, VideoInput
+from video_pipeline.engines.types import AudioInput, GenerationDelta, GenerationRequest, VideoInput
 from video_pipeline.errors import EngineUnavailable, InvalidInput, MediaTooLarge, PipelineError
 from video_pipeline.jsonfile import read_json
+from video_pipeline.media.audio import MAX_AUDIO_SECONDS, AudioSettings, decode_audio, read_audio_settings
 from video_pipeline.media.packing import unpack
 from video_pipeline.steps import Inputs, as_bytes_list, json_tensor, parse_json_list
 
@@ -178,6 +185,60 @@ def videos_of(frames: np.ndarray | None, infos: list[Any]) -> list[VideoInput]:
             for info, clip in zip(infos, unpack(frames, shapes), strict=True)]
 
 
+def audio_in_video_of(messages: Any) -> list[bool]:
+    """Per video part of chat ``messages``, in order: whether it asks for its own audio track
+    (contract.USE_AUDIO_IN_VIDEO)."""
+    out: list[bool] = []
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") in ("video", "video_url", "input_video"):
+                value = part.get(C.USE_AUDIO_IN_VIDEO, False)
+                if not isinstance(value, bool):
+                    raise InvalidInput(f"video {len(out)}: {C.USE_AUDIO_IN_VIDEO} must be true or false")
+                out.append(value)
+    return out
+
+
+def video_window(info: dict[str, Any]) -> tuple[float, float | None]:
+    """(start, end) seconds of the window a video's frames were sampled from (its video_info)."""
+    sampling = info.get("sampling") if isinstance(info.get("sampling"), dict) else {}
+    start = sampling.get("start")
+    end = sampling.get("end")
+    duration = info.get("duration")
+    if end is None and isinstance(duration, (int, float)) and duration > 0:
+        end = float(duration)
+    return float(start or 0.0), None if end is None else float(end)
+
+
+def decode_request_audio(encoded: list[bytes], settings: AudioSettings, max_seconds: float) -> list[AudioInput]:
+    """The request's audio parts, decoded to the model's rate; errors name ``audio <i>``."""
+    out = []
+    for i, data in enumerate(encoded):
+        if not data:
+            raise InvalidInput(f"audio {i}: empty")
+        clip = decode_audio(data, settings.sampling_rate, max_seconds=max_seconds, what=f"audio {i}")
+        out.append(AudioInput(clip.samples, clip.sampling_rate))
+    return out
+
+
+def add_video_audio(videos: list[VideoInput], infos: list[dict[str, Any]], elements: list[bytes],
+                    settings: AudioSettings, max_seconds: float) -> list[VideoInput]:
+    """Each video with its own audio track over its frames' window; the span goes into its video_info."""
+    out = []
+    for i, (video, info) in enumerate(zip(videos, infos, strict=True)):
+        data = elements[i] if i < len(elements) else b""
+        if not data:
+            raise InvalidInput(f"video {i}: {C.USE_AUDIO_IN_VIDEO} needs the video's bytes (not a path, a cached "
+                               "uuid or a frame list)")
+        start, end = video_window(info)
+        clip = decode_audio(data, settings.sampling_rate, start=start, end=end, max_seconds=max_seconds,
+                            what=f"video {i}")
+        info[C.AUDIO_SPAN] = clip.span()
+        out.append(dataclasses.replace(video, audio=AudioInput(clip.samples, clip.sampling_rate)))
+    return out
+
+
 def build_request(inputs: Inputs, request_id: str, image_cache: ImageCache | None = None) -> GenerationRequest:
     """Validates one request's tensors into a :class:`GenerationRequest`; images named by a uuid
     alone come from ``image_cache``."""
@@ -232,9 +293,12 @@ class LlmHandler:
     ``media`` (optional) decodes a request's ``video`` input; without it such requests are refused.
     """
 
-    def __init__(self, engine: Any, media: Media | None = None) -> None:
+    def __init__(self, engine: Any, media: Media | None = None, audio: AudioSettings | None = None,
+                 max_audio_seconds: float = MAX_AUDIO_SECONDS) -> None:
         self.engine = engine  # a BackgroundEngine (or anything with its submit/check_health/shutdown)
         self.media = media
+        self.audio = audio  # the served model's feature extractor; None: it takes no audio
+        self.max_audio_seconds = max_audio_seconds
         self.images = ImageCache()
         self._media_pool = ThreadPoolExecutor(MEDIA_WORKERS, thread_name_prefix="llm-media")
         # Requests still in their media step, by id: an abort request must stop them too.
@@ -247,10 +311,12 @@ class LlmHandler:
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         from video_pipeline.engines.background import BackgroundEngine
+        from video_pipeline.media.model_media import served_model_folder
 
         args = load_engine_args(folder)
-        logger.info("starting vLLM with %s", args)
-        return cls(BackgroundEngine.vllm(args), media)
+        audio = read_audio_settings(served_model_folder(folder / ENGINE_ARGS_FILE))
+        logger.info("starting vLLM with %s (audio: %s)", args, audio or "none")
+        return cls(BackgroundEngine.vllm(args), media, audio)
 
     def submit(self, inputs: Inputs, request_id: str, sink: Sink) -> None:
         abort_ids = as_bytes_list(inputs.get(C.ABORT_REQUEST_ID), C.ABORT_REQUEST_ID)
@@ -258,30 +324,54 @@ class LlmHandler:
             self._abort(abort_ids[0].decode("utf-8", "replace"), sink)
             return
         video = inputs.get(C.VIDEO)
-        if video is None:
-            self._generate(build_request(inputs, request_id, self.images), sink)
+        audio = list(as_bytes_list(inputs.get(C.AUDIO), C.AUDIO))
+        if video is None and not audio:
+            request = build_request(inputs, request_id, self.images)
+            if any(audio_in_video_of(request.messages)):
+                raise media_error(InvalidInput(f"video 0: {C.USE_AUDIO_IN_VIDEO} needs the video's container bytes "
+                                               f"(the '{C.VIDEO}' input), not decoded frames"))
+            self._generate(request, sink)
             return
-        if inputs.get(C.VIDEO_FRAMES) is not None or inputs.get(C.VIDEO_INFO) is not None:
+        if video is not None and (inputs.get(C.VIDEO_FRAMES) is not None or inputs.get(C.VIDEO_INFO) is not None):
             raise InvalidInput(f"give '{C.VIDEO}' (decoded here) or '{C.VIDEO_FRAMES}' + '{C.VIDEO_INFO}', not both")
-        if self.media is None:
+        if video is not None and self.media is None:
             raise InvalidInput(f"this llm model takes no '{C.VIDEO}' input (it has no media model)")
         request = build_request(inputs, request_id, self.images)  # the rest is checked before any decoding
+        tracks = audio_in_video_of(request.messages)
+        if any(tracks) and video is None:
+            raise media_error(InvalidInput(f"video 0: {C.USE_AUDIO_IN_VIDEO} needs the video's container bytes "
+                                           f"(the '{C.VIDEO}' input), not decoded frames"))
+        if self.audio is None and (audio or any(tracks)):
+            what = "audio 0" if audio else f"video {tracks.index(True)}"
+            raise media_error(InvalidInput(f"{what}: this model takes no audio (its folder has no feature "
+                                           "extractor)"))
         stop = threading.Event()
         with self._decoding_lock:
             self._decoding.setdefault(request.request_id, set()).add(stop)
         try:
             self._media_pool.submit(self._decode_then_generate, request, video, inputs.get(C.VIDEO_OPTIONS),
-                                    request_id, sink, stop)
+                                    request_id, sink, stop, audio, any(tracks))
         except RuntimeError:  # the pool is shut down
             self._forget(request.request_id, stop)
             raise EngineUnavailable("the model is shutting down") from None
 
-    def _decode_then_generate(self, request: GenerationRequest, video: np.ndarray, options: np.ndarray | None,
-                              request_id: str, sink: Sink, stop: threading.Event) -> None:
+    def _decode_then_generate(self, request: GenerationRequest, video: np.ndarray | None,
+                              options: np.ndarray | None, request_id: str, sink: Sink, stop: threading.Event,
+                              audio: list[bytes] | None = None, video_audio: bool = False) -> None:
         """On a media worker: decode, answer the video_info, then hand the request to the engine."""
         try:
+            infos: list[dict[str, Any]] | None = None
             try:
-                frames, infos = self.media(video, options, request_id)  # type: ignore[misc]
+                if video is not None:
+                    frames, infos = self.media(video, options, request_id)  # type: ignore[misc]
+                    videos = videos_of(frames, infos)
+                    if video_audio:
+                        videos = add_video_audio(videos, infos, list(as_bytes_list(video, C.VIDEO)),
+                                                 self.audio, self.max_audio_seconds)  # type: ignore[arg-type]
+                    request = dataclasses.replace(request, videos=videos)
+                if audio:
+                    request = dataclasses.replace(request, audios=decode_request_audio(
+                        audio, self.audio, self.max_audio_seconds))  # type: ignore[arg-type]
             except PipelineError as exc:
                 sink.fail(media_error(exc))
                 return
@@ -289,8 +379,8 @@ class LlmHandler:
                 logger.info("request %s cancelled by the client while decoding: not generated", request.request_id)
                 sink.finish()
                 return
-            request = dataclasses.replace(request, videos=videos_of(frames, infos))
-            sink.send({C.VIDEO_INFO: json_tensor(infos)})
+            if infos is not None:
+                sink.send({C.VIDEO_INFO: json_tensor(infos)})
             self._generate(request, sink)
         except Exception as exc:  # noqa: BLE001 - this request's error only
             sink.fail(exc)

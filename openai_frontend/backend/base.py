@@ -36,6 +36,8 @@ class LlmRequest:
     videos: list[bytes] = field(default_factory=list)  # for llm to decode: one video_media "video" element each
     video_options: list[dict[str, Any]] = field(default_factory=list)  # one video_options document per video
     video_parts: list[str] = field(default_factory=list)  # where each video sits in the body, for errors
+    audios: list[bytes] = field(default_factory=list)  # encoded audio parts, for llm to decode, in order
+    audio_parts: list[str] = field(default_factory=list)  # where each audio part sits in the body, for errors
 
     @property
     def n(self) -> int:

@@ -88,6 +88,8 @@ def llm_inputs(request: LlmRequest) -> list[InferInput]:
         inputs.append(tensor(C.LLM, C.VIDEO_INFO, _json_array(request.infos)))
     if request.images:
         inputs.append(tensor(C.LLM, C.IMAGE, _bytes_array(request.images)))
+    if request.audios:
+        inputs.append(tensor(C.LLM, C.AUDIO, _bytes_array(request.audios)))
     return inputs
 
 

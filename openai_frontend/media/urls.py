@@ -1,6 +1,6 @@
 """Media URLs -> bytes, safe by default.
 
-- ``data:``: a MIME type we accept (:data:`VIDEO_MIMES`, :data:`IMAGE_MIMES`), the size
+- ``data:``: a MIME type we accept (:data:`VIDEO_MIMES`, :data:`IMAGE_MIMES`, any ``audio/*``), the size
   capped before the base64 is decoded, strict base64; ``data:video/jpeg`` frame lists;
 - ``http(s)://``: :mod:`openai_frontend.media.fetch` (address policy, redirects, timeouts,
   byte caps while streaming, concurrency slots);
@@ -40,7 +40,7 @@ from openai_frontend.files.upload import sniff
 from openai_frontend.media.fetch import HttpFetcher
 from openai_frontend.settings import Settings, env_name
 
-Kind = Literal["video", "image"]
+Kind = Literal["video", "image", "audio"]
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}):")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
@@ -60,7 +60,18 @@ VIDEO_MIMES = frozenset({
     "video/x-flv", FRAME_LIST_MIME,
 })
 IMAGE_MIMES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/webp", "image/gif", "image/bmp"})
-_MIMES: dict[str, frozenset[str]] = {"video": VIDEO_MIMES, "image": IMAGE_MIMES}
+#: Audio: containers and streams PyAV opens (the llm decodes them); a video's MIME type is audio too (its track).
+AUDIO_MIMES = frozenset({
+    "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/mpeg", "audio/mp3", "audio/mp4",
+    "audio/x-m4a", "audio/m4a", "audio/aac", "audio/flac", "audio/x-flac", "audio/ogg", "audio/opus",
+    "audio/webm", "audio/3gpp", "audio/amr", "audio/aiff", "audio/x-aiff", "audio/basic",
+}) | (VIDEO_MIMES - {FRAME_LIST_MIME})
+_MIMES: dict[str, frozenset[str]] = {"video": VIDEO_MIMES, "image": IMAGE_MIMES, "audio": AUDIO_MIMES}
+#: OpenAI's ``input_audio.format`` -> the MIME type its data is read as.
+AUDIO_FORMATS = {
+    "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
+    "m4a": "audio/mp4", "mp4": "audio/mp4", "aac": "audio/aac", "webm": "audio/webm", "aiff": "audio/aiff",
+}
 
 
 @dataclass(frozen=True)
@@ -135,15 +146,16 @@ class MediaFetcher:
             raise bad_request(f"{where}: a data URL must look like data:<mime>;base64,<data>", where,
                               code="invalid_url")
         mime = m["mime"].lower()
-        if mime not in _MIMES[kind]:
+        if mime not in _MIMES[kind] and not (kind == "audio" and mime.startswith("audio/")):
             raise OpenAIError(415, f"{where}: a {kind} data URL must have a {kind}/* MIME type this server takes "
                               f"({', '.join(sorted(_MIMES[kind]))}); got {mime[:80]}", param=where,
                               code="unsupported_media")
         data = m["data"]
         size = len(data) // 4 * 3  # what the base64 decodes to, known before decoding it
-        cap = self.settings.max_media_bytes
+        cap, setting = ((self.settings.max_audio_bytes, "max_audio_bytes") if kind == "audio"
+                        else (self.settings.max_media_bytes, "max_media_bytes"))
         if size > cap:
-            raise too_large(where, f"the data URL holds about {size} bytes", cap)
+            raise too_large(where, f"the data URL holds about {size} bytes", cap, setting=setting)
         budget.spend(size, where)
         if mime == FRAME_LIST_MIME:
             parts = data.split(",")
@@ -160,7 +172,7 @@ class MediaFetcher:
         record = self.files.get(file_id, scope, touch=True) if self.files is not None else None
         if record is None:
             raise file_not_found(file_id, where)
-        if not record.mime.startswith(kind + "/"):
+        if not record.mime.startswith(kind + "/") and not (kind == "audio" and record.mime.startswith("video/")):
             raise OpenAIError(415, f"{where}: {file_id} is {record.mime}, not a {kind}", param=where,
                               code="unsupported_media")
         if record.bytes > self.settings.max_media_bytes:
@@ -191,7 +203,7 @@ class MediaFetcher:
         budget.spend(size, where)
         data = path.read_bytes()
         found = sniff(data[:64])
-        if found is None or found[0] != kind:
+        if kind != "audio" and (found is None or found[0] != kind):  # audio: the header probe decides
             raise OpenAIError(415, f"{where}: the file part {name!r} is not a {kind}", param=where,
                               code="unsupported_media")
         return data

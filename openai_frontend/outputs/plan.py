@@ -3,7 +3,9 @@
 One entry per video, in the order the request names them: which frames the model
 saw (their indices in the source and their timestamps), the size they were
 resized to, how many prompt tokens they cost, the sampling rule that applied with
-every default filled in, and whether the media cache served them. Built from the
+every default filled in, and whether the media cache served them. A video whose own audio
+track went with it (``mm_processor_kwargs.use_audio_in_video``) shows that track's span under
+``audio``: ``start``/``end`` seconds, ``sampling_rate``, ``num_samples``. Built from the
 ``video_info`` the media pipeline returns, so it describes exactly what reached
 the engine.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from video_pipeline import contract as C
+
 
 def video_plan(infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``video_plan`` of an answer, from the request's video_info documents."""
@@ -19,6 +23,13 @@ def video_plan(infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _entry(index: int, info: dict[str, Any]) -> dict[str, Any]:
+    entry = _video_entry(index, info)
+    if isinstance(info.get(C.AUDIO_SPAN), dict):
+        entry["audio"] = dict(info[C.AUDIO_SPAN])
+    return entry
+
+
+def _video_entry(index: int, info: dict[str, Any]) -> dict[str, Any]:
     return {
         "index": index,
         "num_frames": int(info.get("num_frames") or 0),

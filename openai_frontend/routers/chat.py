@@ -23,6 +23,7 @@ router = APIRouter()
 async def chat_completions(request: Request) -> Response:
     service = service_of(request)
     started = time.perf_counter()
+    scope = scope_of(request)  # refused before the body is read
     data, form = await read_body(request)
     try:
         body = validate(ChatCompletionRequest, data)
@@ -35,7 +36,7 @@ async def chat_completions(request: Request) -> Response:
         # Media fetching, decoding and generation all stop if the client leaves meanwhile.
         llm_request = await until_disconnected(request, service.prepare(
             conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
-            stream=body.stream, request_id=engine_request_id(), scope=scope_of(request),
+            stream=body.stream, request_id=engine_request_id(), scope=scope,
             attachments={name: part.staged.path for name, part in form.files.items()} if form else None,
             dry_run=bool(body.dry_run)))
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 from typing import Any
 
 from fastapi import Request
@@ -10,6 +12,11 @@ from openai_frontend.errors import OpenAIError, bad_request, model_not_found
 from openai_frontend.files.upload import Upload, receive
 from openai_frontend.schemas.common import parse_json, read_json
 from openai_frontend.service import Service
+
+logger = logging.getLogger(__name__)
+
+#: A full disk or filesystem quota while staging a part: a 507, not a 500.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 #: The form field of a multipart chat request that holds the JSON request.
 PAYLOAD_FIELD = "payload"
@@ -24,10 +31,38 @@ def check_model(name: str, service: Service) -> None:
         raise model_not_found(name, service.model_name)
 
 
+#: The longest tenant name the scope header may carry.
+MAX_SCOPE_CHARS = 256
+
+
 def scope_of(request: Request) -> str:
-    """The tenant whose files this request sees: the configured header's value ("" when none is set)."""
+    """The tenant whose files and videos this request sees: the configured header's one value ("" when
+    scoping is off).
+
+    With scoping on, the header must come exactly once with one non-empty value: a repeated header or a
+    comma-joined list is refused, never read first- or last-wins, since a client that adds its own copy in
+    front of (or behind) the one its gateway sets would otherwise pick the tenant.
+    """
     header = service_of(request).settings.files_scope_header
-    return request.headers.get(header, "") if header else ""
+    if not header:
+        return ""
+    values = request.headers.getlist(header)
+    if not values:
+        raise OpenAIError(400, f"{header}: required (this server scopes files and videos by it)", param=header,
+                          code="missing_required_parameter")
+    if len(values) > 1:
+        raise bad_request(f"{header}: given {len(values)} times; send it once (a gateway must remove the "
+                          "client's copies and set one value)", header, code="invalid_scope")
+    value = values[0].strip()
+    if not value:
+        raise bad_request(f"{header}: empty; it must name one tenant", header, code="invalid_scope")
+    if "," in value:
+        raise bad_request(f"{header}: several values ({value[:80]!r}); it must name one tenant", header,
+                          code="invalid_scope")
+    if len(value) > MAX_SCOPE_CHARS or not value.isprintable():
+        raise bad_request(f"{header}: must be at most {MAX_SCOPE_CHARS} printable characters", header,
+                          code="invalid_scope")
+    return value
 
 
 async def read_body(request: Request) -> tuple[Any, Upload | None]:
@@ -44,9 +79,16 @@ async def read_body(request: Request) -> tuple[Any, Upload | None]:
     if declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise OpenAIError(413, f"the request body is {declared} bytes; the limit is {settings.max_body_bytes}",
                           code="request_too_large")
-    form = await receive(request.stream(), content_type, request.app.state.files.staging_dir(),
-                         settings.max_media_bytes, file_fields=None,
-                         max_files=settings.max_videos + settings.max_images)
+    staging = request.app.state.files.staging_dir()
+    try:
+        form = await receive(request.stream(), content_type, staging, settings.max_media_bytes, file_fields=None,
+                             max_files=settings.max_videos + settings.max_images, max_field=settings.max_body_bytes)
+    except OSError as exc:  # receive() has removed what it staged
+        if exc.errno not in _FULL_ERRNOS:
+            raise
+        logger.error("chat: multipart request refused, the staging directory %s is full: %s", staging, exc)
+        raise OpenAIError(507, f"the multipart request's files cannot be staged: {staging} is full; try later",
+                          code="insufficient_storage") from None
     try:
         raw = form.fields.get(PAYLOAD_FIELD)
         if raw is None and PAYLOAD_FIELD in form.files:  # curl -F payload=@request.json

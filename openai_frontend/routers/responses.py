@@ -22,6 +22,7 @@ router = APIRouter()
 async def create_response(request: Request) -> Response:
     service = service_of(request)
     started = time.perf_counter()
+    scope = scope_of(request)  # refused before the body is read
     body = validate(ResponsesRequest, await read_json(request, service.settings.max_body_bytes))
     check_model(body.model, service)
     body.check_supported()
@@ -33,7 +34,7 @@ async def create_response(request: Request) -> Response:
     # Media fetching, decoding and generation all stop if the client leaves meanwhile.
     llm_request = await until_disconnected(request, service.prepare(
         conversation, video_defaults=body.video_defaults(), sampling=body.generation_sampling(),
-        stream=body.stream, request_id=engine_request_id(), scope=scope_of(request), dry_run=bool(body.dry_run)))
+        stream=body.stream, request_id=engine_request_id(), scope=scope, dry_run=bool(body.dry_run)))
     builder.infos = llm_request.infos
     if body.dry_run:
         return JSONResponse(builder.dry_run())

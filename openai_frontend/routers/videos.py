@@ -24,13 +24,15 @@ POLL_AFTER_MS = 500
 
 @router.post("/v1/videos")
 async def create_video(request: Request) -> Response:
+    scope = scope_of(request)  # refused before the body is read
     params, image, model = await read_video_request(request)
-    record = await jobs_of(request).create(params, image, model=model, scope=scope_of(request))
+    record = await jobs_of(request).create(params, image, model=model, scope=scope)
     return JSONResponse(jobs_of(request).view(record))
 
 
 @router.post("/v1/videos/sync")
 async def create_video_sync(request: Request) -> Response:
+    scope_of(request)  # the same tenant rules as every route here, though nothing is stored
     params, image, _model = await read_video_request(request)
     final = await until_disconnected(request, jobs_of(request).generate_now(params, image))
     info = final.info

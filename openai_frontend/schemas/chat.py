@@ -5,6 +5,11 @@ shape ``{"type": "video_url", "video_url": {"url": ...}}``), with our own
 ``start``/``end`` seconds on a video part or inside its ``video_url``. As in vLLM, a media
 part may carry a ``uuid`` (the item's cache identity), and a part with a ``uuid`` and no
 media (``"image_url": null``) names media sent earlier with that uuid.
+
+Audio: OpenAI's ``input_audio`` (``{"data": <base64>, "format": "wav"|"mp3"|...}``) and vLLM's
+``audio_url`` (``{"url": ...}``: data:, http(s), file ids, confined file://), decoded by the llm
+model at the rate of the model's feature extractor. ``mm_processor_kwargs.use_audio_in_video``
+(vLLM's) sends each video's own audio track with it, for audio-visual models.
 """
 
 from __future__ import annotations
@@ -15,10 +20,18 @@ from pydantic import Field
 
 from openai_frontend.errors import OpenAIError
 from openai_frontend.media.options import part_window
-from openai_frontend.schemas.common import SamplingFields, Strict, media_url, refuse_if, validate_part
-from openai_frontend.service import Conversation, ImageRef, Part, Turn, VideoRef
+from openai_frontend.schemas.common import (
+    InputAudio,
+    SamplingFields,
+    Strict,
+    audio_data_url,
+    media_url,
+    refuse_if,
+    validate_part,
+)
+from openai_frontend.service import AudioRef, Conversation, ImageRef, Part, Turn, VideoRef
 
-PART_TYPES = ("text", "image_url", "video_url")
+PART_TYPES = ("text", "image_url", "video_url", "input_audio", "audio_url")
 
 
 class TextPart(Strict):
@@ -51,7 +64,22 @@ class VideoPart(Strict):
     uuid: str | None = None
 
 
-_PART_MODELS: dict[str, type[Strict]] = {"text": TextPart, "image_url": ImagePart, "video_url": VideoPart}
+class InputAudioPart(Strict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class AudioURL(Strict):
+    url: str
+
+
+class AudioURLPart(Strict):
+    type: Literal["audio_url"]
+    audio_url: AudioURL | str
+
+
+_PART_MODELS: dict[str, type[Strict]] = {"text": TextPart, "image_url": ImagePart, "video_url": VideoPart,
+                                         "input_audio": InputAudioPart, "audio_url": AudioURLPart}
 
 
 class ChatMessage(Strict):
@@ -102,7 +130,7 @@ class ChatCompletionRequest(SamplingFields):
                 continue
             parts = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(message.content)]
             turns.append(Turn(message.role, parts))
-        return Conversation(turns)
+        return Conversation(turns).with_video_audio(self.use_audio_in_video())
 
 
 def _part(raw: Any, where: str) -> Part:
@@ -121,4 +149,9 @@ def _part(raw: Any, where: str) -> Part:
         end = part.end if part.end is not None else (getattr(vinner, "end", None))
         return VideoRef(url=media_url(url, part.uuid, f"{where}.video_url", where), where=f"{where}.video_url",
                         window=part_window(start, end, where), uuid=part.uuid)
+    if isinstance(part, InputAudioPart):
+        return AudioRef(url=audio_data_url(part.input_audio, f"{where}.input_audio"), where=f"{where}.input_audio")
+    if isinstance(part, AudioURLPart):
+        aurl = part.audio_url if isinstance(part.audio_url, str) else part.audio_url.url
+        return AudioRef(url=media_url(aurl, None, f"{where}.audio_url", where), where=f"{where}.audio_url")
     raise OpenAIError(400, f"{where}.type: unsupported content part", param=f"{where}.type")

@@ -11,8 +11,10 @@ from starlette.requests import Request
 
 from openai_frontend.errors import OpenAIError, bad_request, from_validation, unsupported
 from openai_frontend.media.options import video_defaults
+from openai_frontend.media.urls import AUDIO_FORMATS
 
 M = TypeVar("M", bound=BaseModel)
+USE_AUDIO_IN_VIDEO = "use_audio_in_video"
 
 
 class Strict(BaseModel):
@@ -59,8 +61,20 @@ class SamplingFields(Strict):
         refuse_if(bool(self.dry_run) and stream, "dry_run", "cannot be combined with stream: true")
 
     def video_defaults(self) -> dict[str, Any]:
-        """Request-level ``video_options`` from media_io_kwargs / mm_processor_kwargs."""
-        return video_defaults(self.media_io_kwargs, self.mm_processor_kwargs)
+        """Request-level ``video_options`` from media_io_kwargs / mm_processor_kwargs
+        (``use_audio_in_video`` is not a video option: see :meth:`use_audio_in_video`)."""
+        proc = self.mm_processor_kwargs
+        if isinstance(proc, dict) and USE_AUDIO_IN_VIDEO in proc:
+            proc = {k: v for k, v in proc.items() if k != USE_AUDIO_IN_VIDEO}
+        return video_defaults(self.media_io_kwargs, proc)
+
+    def use_audio_in_video(self) -> bool:
+        """vLLM's ``mm_processor_kwargs.use_audio_in_video``: the videos' own audio tracks go with them."""
+        value = (self.mm_processor_kwargs or {}).get(USE_AUDIO_IN_VIDEO, False)
+        if not isinstance(value, bool):
+            raise bad_request(f"mm_processor_kwargs.{USE_AUDIO_IN_VIDEO} must be true or false",
+                              f"mm_processor_kwargs.{USE_AUDIO_IN_VIDEO}", code="invalid_value")
+        return value
 
     def sampling(self, max_tokens: int | None, n: int | None = None) -> dict[str, Any]:
         """The llm model's ``sampling_parameters``: only what the client set."""
@@ -158,3 +172,21 @@ def media_url(url: str, uuid: str | None, param: str, where: str) -> str:
         raise OpenAIError(400, f"{param}: required (or give a uuid of media sent before)", param=param,
                           code="missing_required_parameter")
     return url
+
+
+class InputAudio(Strict):
+    """OpenAI's ``input_audio`` object: base64 data and its format."""
+
+    data: str
+    format: str
+
+
+def audio_data_url(audio: InputAudio, where: str) -> str:
+    """An ``input_audio`` as the data: URL the fetcher reads (its byte budget applies before decoding)."""
+    mime = AUDIO_FORMATS.get(audio.format.lower()) if isinstance(audio.format, str) else None
+    if mime is None:
+        raise OpenAIError(400, f"{where}.format: unsupported audio format {audio.format[:40]!r}; supported: "
+                          f"{', '.join(sorted(AUDIO_FORMATS))}", param=f"{where}.format", code="invalid_value")
+    if not audio.data:
+        raise OpenAIError(400, f"{where}.data: must not be empty", param=f"{where}.data", code="invalid_value")
+    return f"data:{mime};base64,{audio.data}"

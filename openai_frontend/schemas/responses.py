@@ -7,6 +7,9 @@
 A ``file_id`` names a file uploaded through the Files API (bare, or as vLLM's
 ``vllm-file://<id>``, also taken as an ``input_file``'s ``file_url``). ``input_image`` and
 ``input_video`` take vLLM's ``uuid``, alone to name media sent before with it.
+``input_audio`` takes OpenAI's ``input_audio`` object (``{"data": <base64>, "format"}``), or
+(ours, like input_image) an ``audio_url`` or ``file_id``; ``mm_processor_kwargs.use_audio_in_video``
+sends each video's own audio track with it.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from openai_frontend.errors import OpenAIError
 from openai_frontend.media.options import part_window
 from openai_frontend.media.urls import VLLM_FILE_SCHEME, file_id_of
 from openai_frontend.schemas.common import (
+    InputAudio,
     SamplingFields,
     Strict,
+    audio_data_url,
     media_url,
     refuse_if,
     validate,
     validate_part,
 )
-from openai_frontend.service import Conversation, ImageRef, Part, Turn, VideoRef
+from openai_frontend.service import AudioRef, Conversation, ImageRef, Part, Turn, VideoRef
 
-PART_TYPES = ("input_text", "input_image", "input_video", "input_file", "output_text")
+PART_TYPES = ("input_text", "input_image", "input_video", "input_audio", "input_file", "output_text")
 
 
 class InputText(Strict):
@@ -64,6 +69,13 @@ class InputVideo(Strict):
     uuid: str | None = None
 
 
+class InputAudioItem(Strict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio | None = None
+    audio_url: str | None = None
+    file_id: str | None = None
+
+
 class InputFile(Strict):
     type: Literal["input_file"]
     file_id: str | None = None
@@ -77,6 +89,7 @@ _PART_MODELS: dict[str, type[Strict]] = {
     "output_text": OutputText,
     "input_image": InputImage,
     "input_video": InputVideo,
+    "input_audio": InputAudioItem,
     "input_file": InputFile,
 }
 
@@ -145,7 +158,7 @@ class ResponsesRequest(SamplingFields):
             else:
                 parts = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(message.content)]
                 turns.append(Turn(message.role, parts))
-        return Conversation(turns)
+        return Conversation(turns).with_video_audio(self.use_audio_in_video())
 
 
 def _part(raw: Any, where: str) -> Part:
@@ -160,6 +173,19 @@ def _part(raw: Any, where: str) -> Part:
                               "supported; use input_video or input_image for URLs)", param=f"{where}.file_id",
                               code="missing_required_parameter")
         return VideoRef(url=_file_id(part.file_id, where), where=f"{where}.file_id")
+    if isinstance(part, InputAudioItem):
+        given = [k for k in ("input_audio", "audio_url", "file_id") if getattr(part, k) is not None]
+        if len(given) != 1:
+            raise OpenAIError(400, f"{where}: give exactly one of input_audio, audio_url or file_id",
+                              param=f"{where}.input_audio", code="missing_required_parameter" if not given
+                              else "invalid_value")
+        if part.input_audio is not None:
+            return AudioRef(url=audio_data_url(part.input_audio, f"{where}.input_audio"),
+                            where=f"{where}.input_audio")
+        if part.file_id is not None:
+            return AudioRef(url=_file_id(part.file_id, where), where=f"{where}.file_id")
+        return AudioRef(url=media_url(part.audio_url or "", None, f"{where}.audio_url", where),
+                        where=f"{where}.audio_url")
     if isinstance(part, InputImage):
         if part.file_id is not None:
             return ImageRef(url=_file_id(part.file_id, where), where=f"{where}.file_id", uuid=part.uuid)

@@ -195,7 +195,8 @@ add("part: unknown role", lambda ctx: raw(json.dumps({"model": MODEL, "messages"
 add("part: content part a number", lambda ctx: raw(json.dumps({"model": MODEL, "messages": [
     {"role": "user", "content": [42]}]}).encode()), 400, "content")
 add("part: unknown part type", lambda ctx: raw(json.dumps({"model": MODEL, "messages": [
-    {"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "x"}}]}]}).encode()), 400, "audio_url")
+    {"role": "user", "content": [{"type": "hologram_url", "hologram_url": {"url": "x"}}]}]}).encode()), 400,
+    "hologram_url")
 add("part: video_url without url", lambda ctx: chat({"type": "video_url", "video_url": {}}), 400, "url")
 add("part: video url a number", lambda ctx: chat({"type": "video_url", "video_url": {"url": 7}}), 400)
 add("part: video url empty", lambda ctx: chat(video("")), 400)
@@ -211,6 +212,29 @@ add("responses: input a number", lambda ctx: raw(json.dumps({"model": MODEL, "in
 add("responses: input_video to metadata IP", lambda ctx: Request("POST", "/v1/responses", {"json": {
     "model": MODEL, "input": [{"role": "user", "content": [
         {"type": "input_video", "video_url": "http://169.254.169.254/latest/meta-data/"}]}]}}), 403, "metadata")
+
+# --- audio (the session's tiny Qwen2-VL has no feature extractor: every audio part is refused by name) ---
+
+
+def audio(data: bytes = b"RIFF", fmt: str = "wav") -> dict:
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
+
+
+add("audio: input_audio to a model without audio", lambda ctx: chat(audio(bad_media.wav_tone())), 400,
+    "takes no audio")
+add("audio: audio_url to a model without audio", lambda ctx: chat(
+    {"type": "audio_url", "audio_url": {"url": data_url(bad_media.wav_tone(), "audio/wav")}}), 400, "takes no audio")
+add("audio: not audio, to a model without audio", lambda ctx: chat(audio(b"<html>" * 50)), 400, "takes no audio")
+add("audio: unknown input_audio format", lambda ctx: chat(audio(fmt="midi")), 400, "format")
+add("audio: input_audio without data", lambda ctx: chat({"type": "input_audio", "input_audio": {"format": "wav"}}),
+    400, "data")
+add("audio: use_audio_in_video on a model without audio", lambda ctx: chat(
+    video(data_url(make_video(ClipSpec(width=160, height=120, fps=10, num_frames=20, gop=10, audio="aac")))),
+    mm_processor_kwargs={"use_audio_in_video": True}), 400, "use_audio_in_video")
+add("audio: use_audio_in_video not a bool", lambda ctx: chat(video(data_url(clip())),
+                                                             mm_processor_kwargs={"use_audio_in_video": "yes"}), 400)
+add("responses: input_audio to a model without audio", lambda ctx: Request("POST", "/v1/responses", {"json": {
+    "model": MODEL, "input": [{"role": "user", "content": [audio(bad_media.wav_tone())]}]}}), 400, "takes no audio")
 
 # --- SSRF ---------------------------------------------------------------------------------------------------
 
@@ -279,6 +303,45 @@ add("upload: filename with NUL (raw multipart)", lambda ctx: raw(
     b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nvision\r\n--b\r\nContent-Disposition: form-data; '
     b'name="file"; filename="a\x00.mp4"\r\nContent-Type: video/mp4\r\n\r\n' + clip() + b"\r\n--b--\r\n",
     "/v1/files", "multipart/form-data; boundary=b"), 400, "filename")
+
+
+def upload_form(disposition: bytes, boundary: bytes = b"b") -> bytes:
+    """A /v1/files body whose file part has the Content-Disposition ``disposition``."""
+    return (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nvision\r\n--' + boundary
+            + b"\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: video/mp4\r\n\r\n" + clip()
+            + b"\r\n--" + boundary + b"--\r\n")
+
+
+# Issue 19: hostile multipart, every dimension bounded and named; filenames kept exactly or refused.
+add("multipart: 5000-char boundary", lambda ctx: raw(upload_form(b'form-data; name="file"; filename="a.mp4"',
+                                                                 b"x" * 5000),
+                                                     "/v1/files", "multipart/form-data; boundary=" + "x" * 5000),
+    400, "RFC 2046")
+add("multipart: 71-char boundary (chat)", lambda ctx: raw(b"--" + b"x" * 71 + b"--\r\n", "/v1/chat/completions",
+                                                          "multipart/form-data; boundary=" + "x" * 71), 400, "70")
+add("multipart: boundary with a quote", lambda ctx: raw(b"--a--\r\n", "/v1/files",
+                                                        'multipart/form-data; boundary="a\\"b"'), 400, "RFC 2046")
+add("multipart: 1 MB of tiny parts", lambda ctx: raw(b"".join(
+    b'--a\r\nContent-Disposition: form-data; name="n%d"\r\n\r\nx\r\n' % i for i in range(20_000)), "/v1/files",
+    "multipart/form-data; boundary=a"), 400, "parts")
+add("multipart: 10 KB header line", lambda ctx: raw(b'--a\r\nContent-Disposition: form-data; name="n"\r\nX: '
+                                                    + b"h" * 10_000 + b"\r\n\r\nx\r\n--a--\r\n", "/v1/files",
+                                                    "multipart/form-data; boundary=a"), 400, "header line")
+add("multipart: part without a name", lambda ctx: raw(b"--a\r\nContent-Disposition: form-data\r\n\r\nx\r\n--a--\r\n",
+                                                      "/v1/files", "multipart/form-data; boundary=a"), 400, "name")
+add("multipart: 100 KB text field", lambda ctx: raw(b'--a\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+                                                    + b"v" * 100_000 + b"\r\n--a--\r\n", "/v1/files",
+                                                    "multipart/form-data; boundary=a"), 400, "65536")
+add("upload: filename quote then CRLF", lambda ctx: raw(upload_form(b'form-data; name="file"; filename="\\"a.mp4'),
+                                                        "/v1/files", "multipart/form-data; boundary=b"), 400, "filename")
+add("upload: filename* with CRLF", lambda ctx: raw(upload_form(b"form-data; name=\"file\"; filename*=UTF-8''a%0D%0A.mp4"),
+                                                   "/v1/files", "multipart/form-data; boundary=b"), 400, "control")
+add("upload: filename with ESC", lambda ctx: raw(upload_form(b'form-data; name="file"; filename="a\x1b[2J.mp4"'),
+                                                 "/v1/files", "multipart/form-data; boundary=b"), 400, "control")
+add("upload: filename not UTF-8", lambda ctx: raw(upload_form(b'form-data; name="file"; filename="\xff.mp4"'),
+                                                  "/v1/files", "multipart/form-data; boundary=b"), 400, "UTF-8")
+add("upload: filename C:\\dir\\a.mp4", lambda ctx: raw(upload_form(b'form-data; name="file"; filename="C:\\dir\\a.mp4"'),
+                                                      "/v1/files", "multipart/form-data; boundary=b"), 400, "filename")
 add("path: missing file outside (no oracle)", lambda ctx: chat(video("/etc/no-such-file.mp4")), 403, "outside")
 add("upload: html named .mp4", lambda ctx: Request("POST", "/v1/files", {
     "data": {"purpose": "vision"}, "files": {"file": ("x.mp4", b"<html></html>", "video/mp4")}}), 415)

@@ -91,3 +91,22 @@ def test_sdk_dry_run_estimates_the_video_tokens_the_model_then_counts_when_asked
                                             {"type": "input_text", "text": "Describe it."}]}]).model_dump()
     assert responses["dry_run"] is True and responses["output"] == []
     assert responses["video_plan"][0]["frame_indices"] == plan["frame_indices"]
+
+
+def test_sdk_usage_and_plan_agree_on_video_tokens_when_asked_as_the_readme_shows(shim) -> None:
+    """The README's first video request (a 4-s 160x120 clip, 8 frames): usage and video_plan count the
+    same tokens (issue 20.8: they once said 216 and 280), sized by the tiny model's processor files."""
+    import base64
+
+    clip = make_video(ClipSpec(width=160, height=120, fps=10, num_frames=40))
+    url = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+    r = shim.client().chat.completions.create(
+        model="tiny-qwen2-vl", max_tokens=4, temperature=0,
+        messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                               {"type": "text", "text": "What happens in the video?"}]}],
+        extra_body={"media_io_kwargs": {"video": {"num_frames": 8}}})
+    body = r.model_dump()
+    (plan,) = body["video_plan"]
+    # 8 frames of 160x120 fitted into 3136..50176 pixels per frame: 112x168, 4 temporal pairs x 4 x 6 patches
+    assert (plan["height"], plan["width"], plan["video_tokens"]) == (112, 168, 96)
+    assert body["usage"]["prompt_tokens_details"]["video_tokens"] == plan["video_tokens"]

@@ -43,11 +43,11 @@ def test_chat_answers_400_when_the_body_is_not_an_object(client) -> None:
 
 
 def test_chat_answers_400_naming_the_part_when_its_type_is_unknown(client, backend) -> None:
-    r = chat(client, {"type": "text", "text": "hi"}, {"type": "audio_url", "audio_url": {"url": "x"}})
+    r = chat(client, {"type": "text", "text": "hi"}, {"type": "hologram_url", "hologram_url": {"url": "x"}})
     assert r.status_code == 400
     err = error_of(r)
     assert err["param"] == "messages[0].content[1].type"
-    assert "audio_url" in err["message"] and "video_url" in err["message"]
+    assert "hologram_url" in err["message"] and "video_url" in err["message"] and "audio_url" in err["message"]
     assert backend.requests == []
 
 

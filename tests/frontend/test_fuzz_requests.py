@@ -51,6 +51,9 @@ URLS = [
     "C:\\video.mp4", "http://media.test/" + "a" * 9000,
     # vLLM's file-id scheme: well formed, empty, a path, a query
     "vllm-file://file-abc", "vllm-file://", "vllm-file://file-a/../../x", "vllm-file://file-a?x=1", "vllm-file:///x",
+    # audio: a WAV header alone, a lying MIME type, an unknown audio/* type
+    f"data:audio/wav;base64,{_b64(b'RIFF' + bytes(4) + b'WAVEfmt ' + bytes(24))}", f"data:audio/mpeg;base64,{_b64(png())}",
+    "data:audio/x-made-up;base64,AAAA",
 ]
 
 json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
@@ -83,6 +86,15 @@ def _part(types: list[str]) -> st.SearchStrategy:
         "input_video": st.fixed_dictionaries({"type": st.just("input_video")},
                                              optional={"video_url": video_url, "file_id": url, "start": number,
                                                        "uuid": uuid}),
+        # OpenAI's input_audio (chat and Responses) and vLLM's audio_url
+        "input_audio": st.fixed_dictionaries({"type": st.just("input_audio")}, optional={
+            "input_audio": st.fixed_dictionaries({}, optional={
+                "data": st.sampled_from(["", "@@@", "AAAA", _b64(b"RIFF" + bytes(40)), _b64(png())]) | json_values,
+                "format": st.sampled_from(["wav", "mp3", "flac", "midi", "WAV", ""]) | json_values}) | json_values,
+            "audio_url": url, "file_id": url}),
+        "audio_url": st.fixed_dictionaries({"type": st.just("audio_url"),
+                                            "audio_url": url | st.none() | st.fixed_dictionaries({"url": url})},
+                                           optional={"uuid": uuid}),
         "input_file": st.fixed_dictionaries({"type": st.just("input_file")},
                                             optional={"file_id": url, "file_data": url, "file_url": url,
                                                       "filename": url}),
@@ -103,7 +115,7 @@ MEDIA_KWARGS = st.fixed_dictionaries({}, optional={
         {}, optional={"num_frames": number, "fps": number, "max_frames": number})}) | json_values,
     "mm_processor_kwargs": st.fixed_dictionaries({}, optional={
         "min_pixels": number, "max_pixels": number, "fps": number, "size": json_values,
-        "video": json_values, "image": json_values}) | json_values,
+        "video": json_values, "image": json_values, "use_audio_in_video": json_values}) | json_values,
 })
 SAMPLING = st.fixed_dictionaries({}, optional={
     k: number for k in ("temperature", "top_p", "seed", "top_k", "min_p", "min_tokens", "presence_penalty",
@@ -115,7 +127,7 @@ SAMPLING = st.fixed_dictionaries({}, optional={
 CHAT = st.builds(lambda base, extra, media, sampling: {**base, **extra, **media, **sampling},
                  st.fixed_dictionaries({"model": st.just(MODEL) | json_values,
                                         "messages": _messages(["text", "image_url", "video_url", "uuid_only",
-                                                               "input_text"])}),
+                                                               "input_text", "input_audio", "audio_url"])}),
                  st.fixed_dictionaries({}, optional={"max_tokens": number, "max_completion_tokens": number,
                                                      "logprobs": json_values, "response_format": json_values}),
                  MEDIA_KWARGS, SAMPLING)
@@ -123,7 +135,7 @@ RESPONSES = st.builds(lambda base, extra, media, sampling: {**base, **extra, **m
                       st.fixed_dictionaries({"model": st.just(MODEL) | json_values,
                                              "input": st.text(max_size=30) | _messages(
                                                  ["input_text", "output_text", "input_image", "input_video",
-                                                  "input_file", "video_url"])}),
+                                                  "input_file", "video_url", "input_audio"])}),
                       st.fixed_dictionaries({}, optional={
                           "instructions": json_values, "max_output_tokens": number, "text": json_values,
                           "tools": json_values, "tool_choice": json_values, "reasoning": json_values,

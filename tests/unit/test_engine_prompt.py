@@ -104,7 +104,7 @@ def test_render_prompt_raises_invalid_input_when_the_template_fails(tokenizer: A
         "hello",
         [{"role": "robot", "content": "x"}],
         [{"role": "user", "content": 3}],
-        [{"role": "user", "content": [{"type": "audio"}]}],
+        [{"role": "user", "content": [{"type": "hologram"}]}],
         [{"role": "user", "content": [{"type": "text", "text": 3}]}],
         ["not a message"],
     ],

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 _TEXT_TYPES = frozenset({"text", "input_text"})
 _IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
 _VIDEO_TYPES = frozenset({"video", "video_url", "input_video"})
+_AUDIO_TYPES = frozenset({"audio", "audio_url", "input_audio"})
 _ROLES = frozenset({"system", "developer", "user", "assistant"})
 
 
@@ -83,8 +84,8 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
     """Validate OpenAI-style chat messages and canonicalize their parts.
 
     Text parts become ``{"type": "text", "text": ...}``, media parts
-    ``{"type": "video"}`` / ``{"type": "image"}`` (URLs are dropped: the media
-    arrive decoded, in order). Raises :class:`InvalidInput` on anything else.
+    ``{"type": "video"}`` / ``{"type": "image"}`` / ``{"type": "audio", "audio": ""}`` (URLs
+    are dropped: the media arrive decoded, in order). Raises :class:`InvalidInput` on anything else.
     """
     if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
         raise InvalidInput("messages must be a non-empty list")
@@ -120,6 +121,11 @@ def count_media_parts(messages: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     return videos, images
 
 
+def count_audio_parts(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Audio parts in normalized messages."""
+    return sum(1 for m in messages if not isinstance(m["content"], str) for p in m["content"] if p["type"] == "audio")
+
+
 def render_prompt(request: GenerationRequest, tokenizer: Any, chat_template: str | None) -> str:
     """The prompt text for ``request``: its raw prompt, or its messages through the chat template.
 
@@ -136,6 +142,11 @@ def render_prompt(request: GenerationRequest, tokenizer: Any, chat_template: str
     if images != len(request.images):
         raise InvalidInput(
             f"messages have {images} image part(s) but the request carries {len(request.images)} image(s)"
+        )
+    audios = count_audio_parts(messages)
+    if audios != len(request.audios):
+        raise InvalidInput(
+            f"messages have {audios} audio part(s) but the request carries {len(request.audios)} audio item(s)"
         )
     if _drops_string_content(tokenizer, chat_template):
         messages = [{**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str)
@@ -172,7 +183,8 @@ def _drops_string_content(tokenizer: Any, chat_template: str | None) -> bool:
 
 
 def multi_modal_data(request: GenerationRequest) -> dict[str, list[Any]]:
-    """``multi_modal_data`` for vLLM: videos as ``(frames, metadata)``, images as arrays.
+    """``multi_modal_data`` for vLLM: videos as ``(frames, metadata)``, images as arrays, audio as
+    ``(samples, sampling_rate)`` (the audio parts, or with use_audio_in_video the videos' own tracks).
 
     The tuple form is the one every family accepts: Qwen2.5-VL, Qwen3-VL and
     GLM-4.1V fail on bare frames ("Video metadata is required"); for the others
@@ -184,7 +196,17 @@ def multi_modal_data(request: GenerationRequest) -> dict[str, list[Any]]:
         data["video"] = [v.as_vllm() for v in request.videos]
     if request.images:
         data["image"] = list(request.images)
+    if request.audios:
+        data["audio"] = [a.as_vllm() for a in request.audios]
+    elif request.use_audio_in_video:
+        # vLLM's audio-visual processors (Qwen2.5-Omni, Qwen3-Omni) pair audio i with video i.
+        data["audio"] = [v.audio.as_vllm() for v in request.videos if v.audio is not None]
     return data
+
+
+def mm_processor_kwargs(request: GenerationRequest) -> dict[str, Any]:
+    """The prompt's per-request ``mm_processor_kwargs`` for vLLM (empty when none apply)."""
+    return {"use_audio_in_video": True} if request.use_audio_in_video else {}
 
 
 def multi_modal_uuids(request: GenerationRequest) -> dict[str, list[str | None]] | None:
@@ -242,7 +264,10 @@ def _normalize_part(part: Any, where: str) -> dict[str, Any]:
         return {"type": "video"}
     if kind in _IMAGE_TYPES:
         return {"type": "image"}
-    raise InvalidInput(f"{where}.type must be text, image or video, got {kind!r}")
+    if kind in _AUDIO_TYPES:
+        # The "audio" key too: Qwen2-Audio's own template tests `'audio' in content`, not the type.
+        return {"type": "audio", "audio": ""}
+    raise InvalidInput(f"{where}.type must be text, image, video or audio, got {kind!r}")
 
 
 def _config_id(hf_config: Any, attr: str) -> int | None:

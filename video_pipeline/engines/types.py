@@ -26,6 +26,27 @@ VIDEO_METADATA_KEYS = (
 
 
 @dataclass(frozen=True)
+class AudioInput:
+    """One decoded audio item: mono float32 samples at ``sampling_rate`` (the feature extractor's)."""
+
+    samples: np.ndarray  # float32 (N,)
+    sampling_rate: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, np.ndarray) or self.samples.dtype != np.float32 or self.samples.ndim != 1:
+            raise InvalidInput("audio samples must be a float32 numpy array (N,)")
+        if self.samples.shape[0] < 1:
+            raise InvalidInput("audio samples are empty")
+        rate = self.sampling_rate
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+            raise InvalidInput(f"audio sampling_rate must be a positive integer, got {rate!r}")
+
+    def as_vllm(self) -> tuple[np.ndarray, int]:
+        """The ``(samples, rate)`` item of vLLM's ``multi_modal_data["audio"]`` (no resampling follows)."""
+        return self.samples, self.sampling_rate
+
+
+@dataclass(frozen=True)
 class VideoInput:
     """One pre-sampled video: frames plus the metadata the model needs for timestamps.
 
@@ -39,6 +60,7 @@ class VideoInput:
 
     frames: np.ndarray  # uint8 (T, H, W, 3)
     metadata: Mapping[str, Any]
+    audio: AudioInput | None = None  # the video's own track over its window (use_audio_in_video)
 
     def __post_init__(self) -> None:
         _check_pixels(self.frames, ndim=4, what="video frames")
@@ -104,6 +126,7 @@ class GenerationRequest:
     images: Sequence[np.ndarray] = ()
     # per image: vLLM's multi_modal_uuid for it (derived from its content), or None: vLLM hashes it
     image_uuids: Sequence[str | None] = ()
+    audios: Sequence[AudioInput] = ()  # audio parts, in order
     sampling: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = True
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -127,7 +150,20 @@ class GenerationRequest:
         if self.image_uuids and len(self.image_uuids) != len(self.images):
             raise InvalidInput(f"image_uuids has {len(self.image_uuids)} entries for {len(self.images)} image(s)")
         object.__setattr__(self, "image_uuids", tuple(self.image_uuids))
+        for audio in self.audios:
+            if not isinstance(audio, AudioInput):
+                raise InvalidInput("audios must be AudioInput items")
+        object.__setattr__(self, "audios", tuple(self.audios))
+        tracks = [v.audio is not None for v in self.videos]
+        if any(tracks) and not all(tracks):
+            raise InvalidInput("use_audio_in_video needs the audio track of every video of the request")
+        if any(tracks) and self.audios:
+            raise InvalidInput("use_audio_in_video cannot be combined with audio parts in one request")
 
+    @property
+    def use_audio_in_video(self) -> bool:
+        """True when the videos carry their own audio tracks (vLLM's use_audio_in_video)."""
+        return any(v.audio is not None for v in self.videos)
 
 @dataclass(frozen=True)
 class GenerationDelta:

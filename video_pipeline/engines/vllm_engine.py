@@ -13,6 +13,7 @@ from typing import Any
 
 from video_pipeline.engines.prompt import (
     MediaTokenIds,
+    mm_processor_kwargs,
     multi_modal_data,
     multi_modal_uuids,
     render_prompt,
@@ -91,6 +92,9 @@ class VllmEngine:
             uuids = multi_modal_uuids(request)
             if uuids:
                 prompt["multi_modal_uuids"] = uuids
+            kwargs = mm_processor_kwargs(request)
+            if kwargs:
+                prompt["mm_processor_kwargs"] = kwargs
         return prompt
 
     def sampling_params(self, request: GenerationRequest) -> Any:

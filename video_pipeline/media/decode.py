@@ -146,7 +146,7 @@ def _decode_indexed(
             f"{len(chosen)} frames of {out_w}x{out_h} need {nbytes} bytes; "
             f"the limit is {limits.max_output_bytes}"
         )
-    conv = _Converter(len(chosen), cc.height, cc.width, out_size)
+    conv = _Converter(len(chosen), cc.height, cc.width, out_size, limits, tb)
     wanted = {int(index.pts[i]): k for k, i in enumerate(chosen)}
     got = _decode_selected(container, stream, index, chosen, wanted, conv, limits, deadline)
     if not got.all():
@@ -540,8 +540,11 @@ class _Converter:
     rotation (see :func:`_frame_rotation`), and a quarter turn swaps the output sides.
     """
 
-    def __init__(self, count: int, coded_h: int, coded_w: int, out_size: Callable[[int, int], tuple[int, int]]) -> None:
+    def __init__(self, count: int, coded_h: int, coded_w: int, out_size: Callable[[int, int], tuple[int, int]],
+                 limits: DecodeLimits | None = None, time_base: Fraction | None = None) -> None:
         self.count = count
+        self.limits = limits or DecodeLimits()
+        self.time_base = time_base
         self.coded_h, self.coded_w = coded_h, coded_w
         self.out_size = out_size
         self.out: np.ndarray | None = None
@@ -558,6 +561,22 @@ class _Converter:
         # Scale in coded orientation; rotation comes after.
         self.h, self.w = (self.out_w, self.out_h) if turned else (self.out_h, self.out_w)
         return np.empty((self.count, self.out_h, self.out_w, 3), dtype=np.uint8)
+
+    def check(self, frame: Any) -> None:
+        """Every decoded frame against the frame-size limits, not only the header's size: a stream may
+        change resolution mid-way (MPEG-TS, a new SPS), and the header checked only its first one."""
+        w, h = int(frame.width), int(frame.height)
+        if w == self.coded_w and h == self.coded_h:
+            return  # the header's size, checked in _video_stream
+        limits = self.limits
+        if w > limits.max_width or h > limits.max_height or w * h > limits.max_frame_pixels:
+            when = ""
+            if frame.pts is not None and self.time_base is not None:
+                when = f" at {float(frame.pts * self.time_base):.3f} s (pts {frame.pts})"
+            raise MediaTooLarge(
+                f"the frame{when} is {w}x{h}: the stream changes resolution mid-way past the limit of "
+                f"{limits.max_width}x{limits.max_height} ({limits.max_frame_pixels} pixels)"
+            )
 
     def put(self, slot: int, frame: Any) -> None:
         if self.out is None:
@@ -646,6 +665,7 @@ _CHEAP_DEPTH = 3
 def _take_all(frames: Any, wanted: dict[int, int], pending: set[int], conv: _Converter, got: np.ndarray) -> int | None:
     newest = None
     for frame in frames:
+        conv.check(frame)
         _take(frame, wanted, pending, conv, got)
         if frame.pts is not None:
             newest = frame.pts if newest is None else max(newest, frame.pts)
@@ -685,6 +705,7 @@ def _decode_sequential(
     def take(frames: Any) -> None:
         nonlocal ordinal
         for frame in frames:
+            conv.check(frame)
             key = ordinal if by_order else frame.pts
             ordinal += 1
             if key in pending:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from video_pipeline.errors import InvalidInput
+from video_pipeline.media.audio import read_audio_settings
 from video_pipeline.media.families import QWEN2_VL, Family, family_of
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class MediaSettings:
     frame_width: int = 0
     tokens_per_frame: int = 0  # "fixed": video tokens per (temporal patch of) frame(s)
     video_extra_tokens: int = 0  # placeholder tokens a video adds once (LLaVA-OneVision's image_newline)
+    # The feature extractor's sampling rate (video_pipeline.media.audio); None: the model takes no audio.
+    audio_sampling_rate: int | None = None
     # Where each value came from (file:key, "default", "config.pbtxt"): shown, not compared.
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -173,6 +176,7 @@ class MediaSettings:
         """What decides frame sizes: part of every media cache key."""
         out = asdict(self)
         out.pop("sources")
+        out.pop("audio_sampling_rate")  # decides no frame; keeps the keys of audio-less models as they were
         return out
 
 
@@ -339,6 +343,10 @@ def load_media_settings(folder: Path, overrides: dict[str, str] | None = None) -
     _check_classes(found, family)
     settings = family.read(found) if family.read else family_settings(found, family)
     _check_vision(found, family, settings)
+    audio = read_audio_settings(found.path)
+    if audio is not None:
+        settings = replace(settings, audio_sampling_rate=audio.sampling_rate,
+                           sources={**settings.sources, "audio_sampling_rate": audio.source})
     return apply_overrides(settings, overrides or {})
 
 
