@@ -419,8 +419,8 @@ def case_kill_shim_mid_upload(shim: Shim, report: Report, clip: bytes, size_mb: 
                f"{len(after)} = the {len(before)} earlier files (no partial one); earlier files intact by sha256: "
                f"{intact}; the same {size_mb} MB uploaded again: {again.status_code} in {whole_s:.1f} s, "
                f"sha256 {'intact' if whole else 'WRONG'}", ok,
-               "tests/e2e/test_multi_replica.py (kill -9 mid-upload, 40 MB, S3 backend); none for the local "
-               "files dir")
+               "tests/e2e/test_multi_replica.py (kill -9 mid-upload, 40 MB, S3 backend) + "
+               "tests/e2e/test_shim_killed_mid_upload_local.py (64 MB, local files dir, 3 s)")
 
 
 # --- the soak -----------------------------------------------------------------------------------------------------

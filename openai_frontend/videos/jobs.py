@@ -209,19 +209,25 @@ class JobManager:
                    order: Order = "desc") -> tuple[list[JobRecord], bool]:
         return await asyncio.to_thread(self.store.list, scope=scope, after=after, limit=limit, order=order)
 
+    async def _stop_live(self, job_id: str) -> bool:
+        """Cancels this replica's running task of ``job_id`` and waits at most ``cancel_timeout_s`` for it;
+        False when this replica runs no such task."""
+        live = self._live.get(job_id)
+        if live is None or live.task is None or live.task.done():
+            return False
+        live.task.cancel()
+        done, _ = await asyncio.wait({live.task}, timeout=self.cancel_timeout_s)
+        if not done:
+            logger.warning("video job %s did not stop within %.0f s of its deletion", job_id, self.cancel_timeout_s)
+        return True
+
     async def delete(self, job_id: str, scope: str = "") -> bool:
         """Forget a job and its output; a queued or running one is cancelled first (the model is told to
         stop, and this waits at most ``cancel_timeout_s`` for that)."""
         if await self.get(job_id, scope) is None:
             return False
         self._queued.discard(job_id)  # a task cancelled before its first step never runs its finally
-        live = self._live.get(job_id)
-        if live is not None and live.task is not None and not live.task.done():
-            live.task.cancel()
-            done, _ = await asyncio.wait({live.task}, timeout=self.cancel_timeout_s)
-            if not done:
-                logger.warning("video job %s did not stop within %.0f s of its deletion", job_id,
-                               self.cancel_timeout_s)
+        await self._stop_live(job_id)
         self._live.pop(job_id, None)
         return await asyncio.to_thread(self.store.delete, job_id, scope)
 
@@ -346,14 +352,7 @@ class SharedJobManager(JobManager):
         if await self.get(job_id, scope) is None:
             return False
         deleted = await asyncio.to_thread(self.store.delete, job_id, scope)
-        live = self._live.get(job_id)
-        if live is not None and live.task is not None and not live.task.done():
-            live.task.cancel()
-            done, _ = await asyncio.wait({live.task}, timeout=self.cancel_timeout_s)
-            if not done:
-                logger.warning("video job %s did not stop within %.0f s of its deletion", job_id,
-                               self.cancel_timeout_s)
-        else:
+        if not await self._stop_live(job_id):
             await self._notify(CANCEL_CHANNEL, job_id)
         return deleted
 
