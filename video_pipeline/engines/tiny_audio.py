@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from video_pipeline.engines.tiny_model import MAX_POSITION_EMBEDDINGS, VOCAB_SIZE, _bytes_to_unicode
+from video_pipeline.engines.tiny_model import (
+    MAX_POSITION_EMBEDDINGS,
+    VOCAB_SIZE,
+    _bytes_to_unicode,
+    write_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +84,7 @@ def build(out: str | os.PathLike[str], seed: int = 0) -> Path:
     out = Path(out)
     if is_complete(out, seed):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write_model(tmp, seed)
-        (tmp / STAMP_FILE).write_text(json.dumps(_stamp(seed), indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.chmod(0o755)
-        for path in tmp.iterdir():
-            path.chmod(0o644)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_folder(out, lambda tmp: _write_model(tmp, seed), STAMP_FILE, _stamp(seed))
     return out
 
 

@@ -50,15 +50,13 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from video_pipeline.engines.tiny_model import _bytes_to_unicode
+from video_pipeline.engines.tiny_model import _bytes_to_unicode, write_folder
 
 logger = logging.getLogger(__name__)
 
@@ -175,20 +173,7 @@ def build(family: str, out: str | os.PathLike[str], seed: int = 0) -> Path:
     if is_complete(out, family, seed):
         return out
     started = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _WRITERS[family](tmp, seed)
-        (tmp / STAMP_FILE).write_text(json.dumps(_stamp(family, seed), indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.chmod(0o755)
-        for path in tmp.iterdir():
-            path.chmod(0o644)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_folder(out, lambda tmp: _WRITERS[family](tmp, seed), STAMP_FILE, _stamp(family, seed))
     logger.debug("built tiny %s (seed %d) at %s in %.1f s", family, seed, out, time.perf_counter() - started)
     return out
 

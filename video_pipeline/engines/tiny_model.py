@@ -227,11 +227,22 @@ def build(arch: str, out: str | os.PathLike[str], seed: int = 0, media: str = "t
         logger.debug("tiny %s model (seed %d, %s media) already at %s", arch, seed, media, out)
         return out
     started = time.perf_counter()
+    write_folder(out, lambda tmp: _write_model(arch, tmp, seed, media), STAMP_FILE, _stamp(arch, seed, media))
+    logger.debug(
+        "built tiny %s model (seed %d) at %s in %.1f s", arch, seed, out, time.perf_counter() - started
+    )
+    return out
+
+
+def write_folder(out: Path, write: Any, stamp_file: str, stamp: dict[str, Any]) -> None:
+    """Builds a model folder with ``write(tmp)`` in a sibling temporary directory, stamps it last and
+    renames it into place, so concurrent builders and interrupted runs never leave a half-built folder
+    that looks complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_model(arch, tmp, seed, media)
-        (tmp / STAMP_FILE).write_text(json.dumps(_stamp(arch, seed, media), indent=2) + "\n")
+        write(tmp)
+        (tmp / stamp_file).write_text(json.dumps(stamp, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         # mkdtemp (and safetensors) make private files; a server may run as another user.
@@ -242,10 +253,6 @@ def build(arch: str, out: str | os.PathLike[str], seed: int = 0, media: str = "t
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.debug(
-        "built tiny %s model (seed %d) at %s in %.1f s", arch, seed, out, time.perf_counter() - started
-    )
-    return out
 
 
 def _stamp(arch: str, seed: int, media: str = "tiny") -> dict[str, Any]:
