@@ -75,7 +75,17 @@ class AudioRef:
     where: str
 
 
-Part = str | VideoRef | ImageRef | AudioRef  # a str is a text part
+@dataclass(frozen=True)
+class EmbedsRef:
+    """An ``image_embeds`` part: vLLM's payload as one JSON ``document`` ("{}" with a ``uuid``: embeddings
+    sent before with it), decoded and checked by the llm model. It stands where an image would."""
+
+    document: bytes
+    where: str
+    uuid: str | None = None
+
+
+Part = str | VideoRef | ImageRef | AudioRef | EmbedsRef  # a str is a text part
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,7 @@ class Conversation:
                     parts.append({"type": "audio"})
                 else:
                     part: dict[str, Any] = {"type": "video" if isinstance(p, VideoRef) else "image"}
-                    if isinstance(p, ImageRef) and p.uuid is not None:
+                    if isinstance(p, (ImageRef, EmbedsRef)) and p.uuid is not None:
                         part[C.MEDIA_UUID] = scoped_uuid(scope, p.uuid, p.where)
                     if isinstance(p, VideoRef) and p.audio:
                         part[C.USE_AUDIO_IN_VIDEO] = True
@@ -185,12 +195,15 @@ class Service:
         videos: list[VideoRef] = conversation.parts(VideoRef)
         images: list[ImageRef] = conversation.parts(ImageRef)
         audios: list[AudioRef] = conversation.parts(AudioRef)
+        embeds: list[EmbedsRef] = conversation.parts(EmbedsRef)
         s = self.settings
-        step = await self._preprocessor_step() if videos or images or audios else None
+        step = await self._preprocessor_step() if videos or images or audios or embeds else None
         engine = step.engine if step is not None else {}
+        if embeds:
+            check_embeds_asked(embeds, images, engine)
         if step is not None:
             check_audio_asked(audios, [v.where for v in videos if v.audio], step.media, s, engine, self.model_name)
-        for kind, items in (("video", videos), ("image", images)):
+        for kind, items in (("video", videos), ("image", images or embeds)):
             most, where = media_limit(s, engine, kind)
             if len(items) > most:
                 raise OpenAIError(400, f"the request has {len(items)} {kind}s; this server takes at most {most} "
@@ -223,7 +236,9 @@ class Service:
                   "stream": stream, "images": [bytes(b or b"") for b in image_data],  # type: ignore[arg-type]
                   "video_parts": [v.where for v in videos],
                   **({"audios": [bytes(d) for d in audio_data], "audio_parts": [a.where for a in audios]}
-                     if audios else {})}
+                     if audios else {}),
+                  **({"image_embeds": [e.document for e in embeds], "embeds_parts": [e.where for e in embeds]}
+                     if embeds else {})}
         if not videos or not (dry_run or getattr(self.backend, "frames_through_shim", False)):
             return LlmRequest(**common, videos=[w for w, _ in wire], video_options=[o for _, o in wire])
         started = time.perf_counter()
@@ -278,16 +293,17 @@ class Service:
         return step.describe()
 
     @staticmethod
-    def _media_error(exc: PipelineError, parts: list[str], audio_parts: list[str] | None = None) -> OpenAIError:
+    def _media_error(exc: PipelineError, parts: list[str], audio_parts: list[str] | None = None,
+                     embeds_parts: list[str] | None = None) -> OpenAIError:
         """The media model's message, naming the part it is about (it numbers the videos it got, and
-        llm numbers the audio parts)."""
+        llm numbers the audio and image_embeds parts)."""
         err = from_exception(exc)
         if err.status >= 500:
             return err
-        m = re.match(r"(video|audio) (\d+): ", err.message)
-        if m and m[1] == "audio":
-            parts = audio_parts or []
-        if m and (len(parts) > 1 or m[1] == "audio") and int(m[2]) < len(parts):
+        m = re.match(r"(video|audio|image_embeds) (\d+): ", err.message)
+        if m and m[1] != "video":
+            parts = (audio_parts if m[1] == "audio" else embeds_parts) or []
+        if m and (len(parts) > 1 or m[1] != "video") and int(m[2]) < len(parts):
             where, err.message = parts[int(m[2])], err.message[m.end():]
         elif len(parts) == 1:
             where = parts[0]
@@ -318,7 +334,8 @@ class Service:
                         raise EngineUnavailable("generation was aborted by the server (shutting down?)")
                     yield delta
             except MediaFailed as exc:
-                raise self._media_error(exc.error, request.video_parts, request.audio_parts) from None
+                raise self._media_error(exc.error, request.video_parts, request.audio_parts,
+                                        request.embeds_parts) from None
 
     async def start_stream(self, request: LlmRequest) -> AsyncIterator[Delta]:
         """The llm model's deltas once the first has arrived, so that errors the model finds
@@ -387,3 +404,15 @@ async def _chain(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delt
             yield delta
     finally:
         await rest.aclose()  # type: ignore[attr-defined]  # runs the backend's cancel on an early exit
+
+
+def check_embeds_asked(embeds: list[EmbedsRef], images: list[ImageRef], engine: Mapping[str, Any]) -> None:
+    """image_embeds parts need vLLM's enable_mm_embeds in the llm's model.json, and cannot be mixed
+    with raw images in one request (as in vLLM); their tensors are checked by the llm model."""
+    if not engine.get("enable_mm_embeds"):
+        raise OpenAIError(400, f"{embeds[0].where}: embedding inputs are off on this server; the llm's model.json "
+                          "must set \"enable_mm_embeds\": true (vLLM's --enable-mm-embeds)", param=embeds[0].where,
+                          code="unsupported_modality")
+    if images:
+        raise OpenAIError(400, f"{embeds[0].where}: mixing raw image and embedding inputs is not allowed",
+                          param=embeds[0].where, code="invalid_value")

@@ -39,6 +39,8 @@ from video_pipeline.engines.sampling import parse_sampling
 from video_pipeline.engines.types import AudioInput, GenerationDelta, GenerationRequest, VideoInput
 from video_pipeline.errors import EngineUnavailable, InvalidInput, MediaTooLarge, PipelineError
 from video_pipeline.jsonfile import read_json
+from video_pipeline.media.embeds import EmbedsSpec
+from video_pipeline.media import embeds
 from video_pipeline.media.audio import MAX_AUDIO_SECONDS, AudioSettings, decode_audio, read_audio_settings
 from video_pipeline.media.packing import unpack
 from video_pipeline.steps import Inputs, as_bytes_list, json_tensor, parse_json_list
@@ -94,36 +96,40 @@ IMAGE_CACHE_BYTES = 256 << 20
 
 
 class ImageCache:
-    """Decoded images by their (tenant-namespaced) uuid, least recently used out first; thread-safe.
+    """Decoded images (or image_embeds parts) by their (tenant-namespaced) uuid, least recently used
+    out first; thread-safe. ``size`` tells an item's bytes (default: a numpy array's ``nbytes``).
 
     Per llm process, so it lives as long as the model: a uuid-only image part after a restart (or
     on another tritonserver) is answered "not cached", as vLLM answers a cache miss."""
 
-    def __init__(self, max_bytes: int = IMAGE_CACHE_BYTES) -> None:
+    def __init__(self, max_bytes: int = IMAGE_CACHE_BYTES, size: Callable[[Any], int] | None = None) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, tuple[np.ndarray, str]] = OrderedDict()
+        self._size = size or (lambda item: int(item.nbytes))
+        self._items: OrderedDict[str, tuple[Any, str, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def put(self, name: str, image: np.ndarray, content_uuid: str) -> None:
-        if image.nbytes > self.max_bytes:
+    def put(self, name: str, image: Any, content_uuid: str) -> None:
+        size = self._size(image)
+        if size > self.max_bytes:
             return
         with self._lock:
             old = self._items.pop(name, None)
             if old is not None:
-                self._bytes -= old[0].nbytes
-            self._items[name] = (image, content_uuid)
-            self._bytes += image.nbytes
+                self._bytes -= old[2]
+            self._items[name] = (image, content_uuid, size)
+            self._bytes += size
             while self._bytes > self.max_bytes:
-                _, (dropped, _) = self._items.popitem(last=False)
-                self._bytes -= dropped.nbytes
+                _, (_, _, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
 
-    def get(self, name: str) -> tuple[np.ndarray, str] | None:
+    def get(self, name: str) -> tuple[Any, str] | None:
         with self._lock:
             item = self._items.get(name)
-            if item is not None:
-                self._items.move_to_end(name)
-            return item
+            if item is None:
+                return None
+            self._items.move_to_end(name)
+            return item[0], item[1]
 
 
 def image_uuids_of(messages: Any) -> list[str | None]:
@@ -222,6 +228,40 @@ def decode_request_audio(encoded: list[bytes], settings: AudioSettings, max_seco
     return out
 
 
+def request_embeds(docs: list[bytes], uuids: list[str | None], spec: EmbedsSpec | None, takes: bool,
+                   cache: ImageCache | None) -> tuple[list[dict[str, Any]], list[str | None]]:
+    """The request's image_embeds parts decoded and checked against the model (errors name
+    ``image_embeds <i>``), and vLLM's uuid of each: a part with a uuid is cached under it, and an
+    empty payload with a uuid is taken from there."""
+    if not takes:
+        raise InvalidInput("image_embeds 0: embedding inputs are off on this server; the llm's model.json "
+                           "must set \"enable_mm_embeds\": true (vLLM's --enable-mm-embeds)")
+    if spec is None:
+        raise InvalidInput("image_embeds 0: this model takes no image embeddings here (only Qwen-VL-style "
+                           "models with an image_grid_thw)")
+    uuids = (uuids + [None] * len(docs))[: len(docs)]
+    parts: list[dict[str, Any]] = []
+    vllm_uuids: list[str | None] = []
+    for i, (doc, name) in enumerate(zip(docs, uuids, strict=True)):
+        if name is not None and not embeds.parse_payload(doc or b"{}", i):
+            found = cache.get(name) if cache is not None else None
+            if found is None:
+                raise InvalidInput(f"image_embeds {i}: uuid {name.split(':', 1)[-1][:80]!r}: no embeddings are "
+                                   "cached under this uuid; send them with it")
+            parts.append(found[0])
+            vllm_uuids.append(found[1])
+            continue
+        part = embeds.decode_part(doc, i, spec)
+        content = None
+        if name is not None:
+            content = "vlt-emb-" + hashlib.sha256(doc).hexdigest()[:40]
+            if cache is not None:
+                cache.put(name, part, content)
+        parts.append(part)
+        vllm_uuids.append(content)
+    return parts, vllm_uuids
+
+
 def add_video_audio(videos: list[VideoInput], infos: list[dict[str, Any]], elements: list[bytes],
                     settings: AudioSettings, max_seconds: float) -> list[VideoInput]:
     """Each video with its own audio track over its frames' window; the span goes into its video_info."""
@@ -300,6 +340,7 @@ class LlmHandler:
         self.audio = audio  # the served model's feature extractor; None: it takes no audio
         self.max_audio_seconds = max_audio_seconds
         self.images = ImageCache()
+        self.embeds = ImageCache(size=embeds.nbytes)
         self._media_pool = ThreadPoolExecutor(MEDIA_WORKERS, thread_name_prefix="llm-media")
         # Requests still in their media step, by id: an abort request must stop them too.
         self._decoding: dict[str, set[threading.Event]] = {}
@@ -325,7 +366,10 @@ class LlmHandler:
             return
         video = inputs.get(C.VIDEO)
         audio = list(as_bytes_list(inputs.get(C.AUDIO), C.AUDIO))
-        if video is None and not audio:
+        image_embeds = list(as_bytes_list(inputs.get(C.IMAGE_EMBEDS), C.IMAGE_EMBEDS))
+        if image_embeds and inputs.get(C.IMAGE) is not None:
+            raise media_error(InvalidInput("image_embeds 0: mixing raw image and embedding inputs is not allowed"))
+        if video is None and not audio and not image_embeds:
             request = build_request(inputs, request_id, self.images)
             if any(audio_in_video_of(request.messages)):
                 raise media_error(InvalidInput(f"video 0: {C.USE_AUDIO_IN_VIDEO} needs the video's container bytes "
@@ -350,14 +394,15 @@ class LlmHandler:
             self._decoding.setdefault(request.request_id, set()).add(stop)
         try:
             self._media_pool.submit(self._decode_then_generate, request, video, inputs.get(C.VIDEO_OPTIONS),
-                                    request_id, sink, stop, audio, any(tracks))
+                                    request_id, sink, stop, audio, any(tracks), image_embeds)
         except RuntimeError:  # the pool is shut down
             self._forget(request.request_id, stop)
             raise EngineUnavailable("the model is shutting down") from None
 
     def _decode_then_generate(self, request: GenerationRequest, video: np.ndarray | None,
                               options: np.ndarray | None, request_id: str, sink: Sink, stop: threading.Event,
-                              audio: list[bytes] | None = None, video_audio: bool = False) -> None:
+                              audio: list[bytes] | None = None, video_audio: bool = False,
+                              image_embeds: list[bytes] | None = None) -> None:
         """On a media worker: decode, answer the video_info, then hand the request to the engine."""
         try:
             infos: list[dict[str, Any]] | None = None
@@ -372,6 +417,13 @@ class LlmHandler:
                 if audio:
                     request = dataclasses.replace(request, audios=decode_request_audio(
                         audio, self.audio, self.max_audio_seconds))  # type: ignore[arg-type]
+                if image_embeds:
+                    engine = getattr(self.engine, "engine", self.engine)
+                    parts, uuids = request_embeds(image_embeds, image_uuids_of(request.messages),
+                                                  getattr(engine, "embeds_spec", None),
+                                                  bool(getattr(engine, "takes_embeds", False)), self.embeds)
+                    request = dataclasses.replace(request, image_embeds=parts,
+                                                  image_uuids=uuids if any(uuids) else ())
             except PipelineError as exc:
                 sink.fail(media_error(exc))
                 return

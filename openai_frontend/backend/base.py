@@ -38,6 +38,8 @@ class LlmRequest:
     video_parts: list[str] = field(default_factory=list)  # where each video sits in the body, for errors
     audios: list[bytes] = field(default_factory=list)  # encoded audio parts, for llm to decode, in order
     audio_parts: list[str] = field(default_factory=list)  # where each audio part sits in the body, for errors
+    image_embeds: list[bytes] = field(default_factory=list)  # one JSON per image_embeds part (vLLM's payload)
+    embeds_parts: list[str] = field(default_factory=list)  # where each image_embeds part sits, for errors
 
     @property
     def n(self) -> int:

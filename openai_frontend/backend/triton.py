@@ -90,6 +90,8 @@ def llm_inputs(request: LlmRequest) -> list[InferInput]:
         inputs.append(tensor(C.LLM, C.IMAGE, _bytes_array(request.images)))
     if request.audios:
         inputs.append(tensor(C.LLM, C.AUDIO, _bytes_array(request.audios)))
+    if request.image_embeds:
+        inputs.append(tensor(C.LLM, C.IMAGE_EMBEDS, _bytes_array(request.image_embeds)))
     return inputs
 
 

@@ -81,9 +81,10 @@ class FileStore(Protocol):
     def staging_dir(self) -> Path:
         """Where uploads are streamed before :meth:`add` (same filesystem as the blobs)."""
 
-    def add(self, staged: Staged, *, filename: str, purpose: str, mime: str, expires_at: int | None,
+    def add(self, staged: Staged, *, filename: str, purpose: str, mime: str, ttl_s: int | None,
             scope: str = "") -> FileRecord:
-        """Turn a staged upload into a new file id (dedup by sha256), evicting LRU files past the quota."""
+        """Turn a staged upload into a new file id (dedup by sha256), evicting LRU files past the quota; it
+        expires ``ttl_s`` seconds after its ``created_at`` (never when None)."""
 
     def get(self, file_id: str, scope: str = "", *, touch: bool = False) -> FileRecord | None:
         """The live record of ``file_id`` in ``scope`` (None when unknown, expired or in another scope)."""
@@ -244,15 +245,16 @@ class SqlFileStore:
 
     # --- writes ----------------------------------------------------------------------------------
 
-    def add(self, staged: Staged, *, filename: str, purpose: str, mime: str, expires_at: int | None,
+    def add(self, staged: Staged, *, filename: str, purpose: str, mime: str, ttl_s: int | None,
             scope: str = "") -> FileRecord:
         if staged.bytes > self.quota_bytes:
             staged.path.unlink(missing_ok=True)
             raise QuotaExceeded(f"the file is {staged.bytes} bytes; the store's quota is {self.quota_bytes}")
         self.blobs.prepare(staged.sha256, staged.path)
         now = self._clock()
-        record = FileRecord(new_file_id(), staged.sha256, staged.bytes, filename, purpose, mime, int(now),
-                            expires_at, now, scope)
+        created = int(now)
+        record = FileRecord(new_file_id(), staged.sha256, staged.bytes, filename, purpose, mime, created,
+                            None if ttl_s is None else created + ttl_s, now, scope)
         with self.db.tx(_blob_lock(staged.sha256)) as tx:
             self.blobs.land(staged.sha256, staged.path)
             tx.run(f"INSERT INTO files ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", _row(record))

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import re
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +18,7 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from openai_frontend.errors import OpenAIError, bad_request
+from openai_frontend.files.full import store_full
 from openai_frontend.files.store import BlobReader, FileStore, QuotaExceeded
 from openai_frontend.files.upload import check_content, clean_filename, receive
 from openai_frontend.media.urls import file_not_found
@@ -69,10 +68,10 @@ async def create_file(request: Request) -> Response:
         filename = clean_filename(part.filename)
         if staged.bytes == 0:
             raise bad_request("file: the file is empty", "file", code="empty_file")
-        expires_at = _expires_at(upload.fields, settings.files_ttl_s)
+        ttl_s = _ttl_s(upload.fields, settings.files_ttl_s)
         mime = await asyncio.to_thread(check_content, staged, part.head, part.content_type)
         record = await asyncio.to_thread(store.add, staged, filename=filename, purpose=purpose, mime=mime,
-                                         expires_at=expires_at, scope=scope)
+                                         ttl_s=ttl_s, scope=scope)
     except QuotaExceeded as exc:
         raise OpenAIError(413, f"file: {exc}", param="file", code="file_too_large") from None
     except (OSError, sqlite3.OperationalError) as exc:
@@ -83,33 +82,18 @@ async def create_file(request: Request) -> Response:
     return JSONResponse(record.openai())
 
 
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-def store_full(exc: BaseException, store: FileStore) -> BaseException:
-    """A full disk (ENOSPC, a filesystem quota, SQLite's "database or disk is full") as a 507 naming the store;
-    any other error unchanged (a 500 whose details stay in the log)."""
-    full = (isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS) or (
-        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc))
-    if not full:
-        return exc
-    where = getattr(getattr(store, "blobs", None), "name", None) or f"the file store at {store.staging_dir().parent}"
-    logger.error("files: upload refused, %s is full: %s", where, exc)
-    return OpenAIError(507, f"file: the upload cannot be stored: {where} is full; delete files or try later",
-                       param="file", code="insufficient_storage")
-
-
-def _expires_at(fields: dict[str, str], default_ttl: int) -> int | None:
+def _ttl_s(fields: dict[str, str], default_ttl: int) -> int | None:
+    """Seconds from ``created_at`` to expiry (None: never); the store adds them to the created_at it records."""
     anchor = fields.get("expires_after[anchor]")
     seconds = fields.get("expires_after[seconds]")
     if anchor is None and seconds is None:
-        return int(time.time()) + default_ttl if default_ttl else None
+        return default_ttl or None
     if anchor != "created_at":
         raise bad_request("expires_after[anchor]: must be created_at", "expires_after.anchor")
     if seconds is None or not seconds.strip().isdigit() or not _MIN_TTL <= int(seconds) <= _MAX_TTL:
         raise bad_request(f"expires_after[seconds]: must be an integer from {_MIN_TTL} to {_MAX_TTL}",
                           "expires_after.seconds")
-    return int(time.time()) + int(seconds)
+    return int(seconds)
 
 
 @router.get("/v1/files")

@@ -10,10 +10,15 @@ Audio: OpenAI's ``input_audio`` (``{"data": <base64>, "format": "wav"|"mp3"|...}
 ``audio_url`` (``{"url": ...}``: data:, http(s), file ids, confined file://), decoded by the llm
 model at the rate of the model's feature extractor. ``mm_processor_kwargs.use_audio_in_video``
 (vLLM's) sends each video's own audio track with it, for audio-visual models.
+
+Embeddings: vLLM's ``image_embeds`` part (``{"type": "image_embeds", "image_embeds": <base64 tensor> |
+{"image_embeds": ..., "image_grid_thw": ...}, "uuid": ...}``), only when the llm's model.json sets
+``enable_mm_embeds``; the llm model decodes and checks the tensors (video_pipeline.media.embeds).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import Field
@@ -29,9 +34,9 @@ from openai_frontend.schemas.common import (
     refuse_if,
     validate_part,
 )
-from openai_frontend.service import AudioRef, Conversation, ImageRef, Part, Turn, VideoRef
+from openai_frontend.service import AudioRef, Conversation, EmbedsRef, ImageRef, Part, Turn, VideoRef
 
-PART_TYPES = ("text", "image_url", "video_url", "input_audio", "audio_url")
+PART_TYPES = ("text", "image_url", "video_url", "input_audio", "audio_url", "image_embeds")
 
 
 class TextPart(Strict):
@@ -78,8 +83,15 @@ class AudioURLPart(Strict):
     audio_url: AudioURL | str
 
 
+class ImageEmbedsPart(Strict):
+    type: Literal["image_embeds"]
+    image_embeds: str | dict[str, str | list[float | int]] | None = None
+    uuid: str | None = None
+
+
 _PART_MODELS: dict[str, type[Strict]] = {"text": TextPart, "image_url": ImagePart, "video_url": VideoPart,
-                                         "input_audio": InputAudioPart, "audio_url": AudioURLPart}
+                                         "input_audio": InputAudioPart, "audio_url": AudioURLPart,
+                                         "image_embeds": ImageEmbedsPart}
 
 
 class ChatMessage(Strict):
@@ -133,6 +145,23 @@ class ChatCompletionRequest(SamplingFields):
         return Conversation(turns).with_video_audio(self.use_audio_in_video())
 
 
+def embeds_ref(payload: str | dict[str, Any] | None, uuid: str | None, where: str) -> EmbedsRef:
+    """An ``image_embeds`` part as the llm model takes it (one JSON document: vLLM's payload); a part
+    with a uuid and no payload names embeddings sent before with that uuid."""
+    param = f"{where}.image_embeds"
+    if uuid is not None and not uuid:
+        raise OpenAIError(400, f"{where}.uuid: must not be empty", param=f"{where}.uuid", code="invalid_value")
+    if payload is None or payload == "" or payload == {}:
+        if uuid is None:
+            raise OpenAIError(400, f"{param}: required (or give a uuid of embeddings sent before)", param=param,
+                              code="missing_required_parameter")
+        return EmbedsRef(document=b"{}", where=param, uuid=uuid)
+    if isinstance(payload, dict) and "image_embeds" not in payload:
+        raise OpenAIError(400, f"{param}.image_embeds: required", param=f"{param}.image_embeds",
+                          code="missing_required_parameter")
+    return EmbedsRef(document=json.dumps(payload, separators=(",", ":")).encode(), where=param, uuid=uuid)
+
+
 def _part(raw: Any, where: str) -> Part:
     part = validate_part(raw, where, _PART_MODELS, PART_TYPES)
     if isinstance(part, TextPart):
@@ -154,4 +183,6 @@ def _part(raw: Any, where: str) -> Part:
     if isinstance(part, AudioURLPart):
         aurl = part.audio_url if isinstance(part.audio_url, str) else part.audio_url.url
         return AudioRef(url=media_url(aurl, None, f"{where}.audio_url", where), where=f"{where}.audio_url")
+    if isinstance(part, ImageEmbedsPart):
+        return embeds_ref(part.image_embeds, part.uuid, where)
     raise OpenAIError(400, f"{where}.type: unsupported content part", param=f"{where}.type")

@@ -233,6 +233,15 @@ add("audio: use_audio_in_video on a model without audio", lambda ctx: chat(
     mm_processor_kwargs={"use_audio_in_video": True}), 400, "use_audio_in_video")
 add("audio: use_audio_in_video not a bool", lambda ctx: chat(video(data_url(clip())),
                                                              mm_processor_kwargs={"use_audio_in_video": "yes"}), 400)
+# --- image_embeds (off on the session's stack: enable_mm_embeds is not in the repository's model.json) ---
+add("embeds: image_embeds while the server has them off", lambda ctx: chat(
+    {"type": "image_embeds", "image_embeds": {"image_embeds": "AAAA", "image_grid_thw": [1, 2, 2]}}), 400,
+    "enable_mm_embeds")
+add("embeds: image_embeds part without a payload or uuid", lambda ctx: chat({"type": "image_embeds"}), 400,
+    "required")
+add("embeds: image_embeds object without its image_embeds key", lambda ctx: chat(
+    {"type": "image_embeds", "image_embeds": {"image_grid_thw": [1, 2, 2]}}), 400, "image_embeds: required")
+add("embeds: image_embeds of a wrong type", lambda ctx: chat({"type": "image_embeds", "image_embeds": 12}), 400)
 add("responses: input_audio to a model without audio", lambda ctx: Request("POST", "/v1/responses", {"json": {
     "model": MODEL, "input": [{"role": "user", "content": [audio(bad_media.wav_tone())]}]}}), 400, "takes no audio")
 

@@ -48,11 +48,11 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
         store.close()
 
 
-def put(store: SqlFileStore, data: bytes, *, expires_at: int | None = None, purpose: str = "vision",
+def put(store: SqlFileStore, data: bytes, *, ttl_s: int | None = None, purpose: str = "vision",
         scope: str = ""):
     stager = Stager(store.staging_dir(), cap=1 << 30)
     stager.write(data)
-    return store.add(stager.finish(), filename="a.mp4", purpose=purpose, mime="video/mp4", expires_at=expires_at,
+    return store.add(stager.finish(), filename="a.mp4", purpose=purpose, mime="video/mp4", ttl_s=ttl_s,
                      scope=scope)
 
 
@@ -81,7 +81,7 @@ def test_store_keeps_identical_bytes_once_when_uploaded_twice(open_store: Opener
 def test_store_hides_then_sweeps_a_file_when_it_expires(open_store: Opener) -> None:
     clock = Clock()
     store = open_store(clock=clock)
-    record = put(store, b"soon", expires_at=int(clock.now) + 10)
+    record = put(store, b"soon", ttl_s=10)
     kept = put(store, b"kept")
     assert store.get(record.id) is not None
     clock.now += 10

@@ -95,6 +95,11 @@ def _part(types: list[str]) -> st.SearchStrategy:
         "audio_url": st.fixed_dictionaries({"type": st.just("audio_url"),
                                             "audio_url": url | st.none() | st.fixed_dictionaries({"url": url})},
                                            optional={"uuid": uuid}),
+        # vLLM's image_embeds: a base64 tensor, or an object of them and numeric arrays (image_grid_thw)
+        "image_embeds": st.fixed_dictionaries({"type": st.just("image_embeds")}, optional={
+            "image_embeds": st.sampled_from(["", "@@@", "AAAA", _b64(b"\x93NUMPY" + bytes(20)), _b64(png())])
+            | st.fixed_dictionaries({}, optional={"image_embeds": url, "image_grid_thw": json_values}) | json_values,
+            "uuid": uuid}),
         "input_file": st.fixed_dictionaries({"type": st.just("input_file")},
                                             optional={"file_id": url, "file_data": url, "file_url": url,
                                                       "filename": url}),
@@ -127,7 +132,8 @@ SAMPLING = st.fixed_dictionaries({}, optional={
 CHAT = st.builds(lambda base, extra, media, sampling: {**base, **extra, **media, **sampling},
                  st.fixed_dictionaries({"model": st.just(MODEL) | json_values,
                                         "messages": _messages(["text", "image_url", "video_url", "uuid_only",
-                                                               "input_text", "input_audio", "audio_url"])}),
+                                                               "input_text", "input_audio", "audio_url",
+                                                               "image_embeds"])}),
                  st.fixed_dictionaries({}, optional={"max_tokens": number, "max_completion_tokens": number,
                                                      "logprobs": json_values, "response_format": json_values}),
                  MEDIA_KWARGS, SAMPLING)

@@ -17,6 +17,7 @@ from typing import Any
 
 from video_pipeline.engines.types import GenerationRequest
 from video_pipeline.errors import InvalidInput
+from video_pipeline.media import embeds
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +140,9 @@ def render_prompt(request: GenerationRequest, tokenizer: Any, chat_template: str
         raise InvalidInput(
             f"messages have {videos} video part(s) but the request carries {len(request.videos)} video(s)"
         )
-    if images != len(request.images):
-        raise InvalidInput(
-            f"messages have {images} image part(s) but the request carries {len(request.images)} image(s)"
-        )
+    carried = len(request.images) + len(request.image_embeds)
+    if images != carried:
+        raise InvalidInput(f"messages have {images} image part(s) but the request carries {carried} image(s)")
     audios = count_audio_parts(messages)
     if audios != len(request.audios):
         raise InvalidInput(
@@ -196,6 +196,8 @@ def multi_modal_data(request: GenerationRequest) -> dict[str, list[Any]]:
         data["video"] = [v.as_vllm() for v in request.videos]
     if request.images:
         data["image"] = list(request.images)
+    elif request.image_embeds:
+        data["image"] = embeds.merge(request.image_embeds)  # type: ignore[assignment]
     if request.audios:
         data["audio"] = [a.as_vllm() for a in request.audios]
     elif request.use_audio_in_video:

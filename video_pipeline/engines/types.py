@@ -127,6 +127,9 @@ class GenerationRequest:
     # per image: vLLM's multi_modal_uuid for it (derived from its content), or None: vLLM hashes it
     image_uuids: Sequence[str | None] = ()
     audios: Sequence[AudioInput] = ()  # audio parts, in order
+    # image_embeds parts instead of images (never both, as in vLLM): per part its checked tensors
+    # (video_pipeline.media.embeds.decode_part), in the order image parts appear
+    image_embeds: Sequence[Mapping[str, Any]] = ()
     sampling: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = True
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -147,8 +150,12 @@ class GenerationRequest:
             raise InvalidInput("sampling parameters must be a JSON object")
         object.__setattr__(self, "videos", tuple(self.videos))
         object.__setattr__(self, "images", tuple(self.images))
-        if self.image_uuids and len(self.image_uuids) != len(self.images):
-            raise InvalidInput(f"image_uuids has {len(self.image_uuids)} entries for {len(self.images)} image(s)")
+        if self.images and self.image_embeds:
+            raise InvalidInput("mixing raw image and embedding inputs is not allowed")
+        object.__setattr__(self, "image_embeds", tuple(self.image_embeds))
+        items = len(self.images) + len(self.image_embeds)
+        if self.image_uuids and len(self.image_uuids) != items:
+            raise InvalidInput(f"image_uuids has {len(self.image_uuids)} entries for {items} image(s)")
         object.__setattr__(self, "image_uuids", tuple(self.image_uuids))
         for audio in self.audios:
             if not isinstance(audio, AudioInput):

@@ -22,6 +22,7 @@ from video_pipeline.engines.prompt import (
 from video_pipeline.engines.sampling import parse_sampling, to_sampling_params, vllm_client_error
 from video_pipeline.engines.types import GenerationDelta, GenerationRequest
 from video_pipeline.errors import EngineUnavailable, InvalidInput, PipelineError
+from video_pipeline.media.embeds import EmbedsSpec
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,13 @@ class VllmEngine:
         self._media_ids = MediaTokenIds.from_model(model_config.hf_config, tokenizer)
         self._default_sampling = dict(model_config.get_diff_sampling_param())
         self.max_model_len: int = model_config.max_model_len
+        # Image embedding inputs: only with vLLM's enable_mm_embeds, checked against this model's shapes.
+        mm_config = getattr(model_config, "multimodal_config", None)
+        self.embeds_spec: EmbedsSpec | None = None
+        if mm_config is not None and getattr(mm_config, "enable_mm_embeds", False):
+            self.embeds_spec = EmbedsSpec.from_hf_config(model_config.hf_config, model_config.get_inputs_embeds_size(),
+                                                         model_config.dtype)
+        self.takes_embeds = mm_config is not None and bool(getattr(mm_config, "enable_mm_embeds", False))
         if self._default_sampling:
             logger.info("model generation-config sampling defaults: %s", self._default_sampling)
 

@@ -500,8 +500,8 @@ def _hub_folder(model: str, revision: Any, named_in: Path) -> Path:
 
 
 def engine_limits(model_json: Path | None) -> dict[str, Any]:
-    """What the llm's model.json says that the shim's budgets must respect: ``max_model_len`` and
-    ``limit_mm_per_prompt`` (each absent when not set)."""
+    """What the llm's model.json says that the shim's budgets must respect: ``max_model_len``,
+    ``limit_mm_per_prompt`` and ``enable_mm_embeds`` (each absent when not set)."""
     if model_json is None or not Path(model_json).is_file():
         return {}
     try:
@@ -515,4 +515,6 @@ def engine_limits(model_json: Path | None) -> dict[str, Any]:
         limits = args.get("limit_mm_per_prompt")
         if isinstance(limits, dict):
             out["limit_mm_per_prompt"] = {k: int(v) if isinstance(v, int) else v for k, v in limits.items()}
+        if args.get("enable_mm_embeds") is True:
+            out["enable_mm_embeds"] = True
     return out
