@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 TINY := .tiny/qwen2_vl
 
 
-.PHONY: setup tiny-model test unit e2e fuzz lint serve bench-decode perf-triton chaos clean
+.PHONY: setup tiny-model test unit e2e fuzz lint serve bench-decode perf-triton chaos range-soak clean
 
 setup:
 	bash scripts/setup.sh
@@ -61,6 +61,12 @@ CHAOS_SOAK_S ?= 300
 CHAOS_ARGS ?=
 chaos: tiny-model
 	$(PY) perf/chaos.py --soak-s $(CHAOS_SOAK_S) $(CHAOS_ARGS)
+
+## 50,000 invalid and unsatisfiable Range requests to GET /v1/files/{id}/content on the shim alone (no tritonserver):
+## its open descriptors and RSS every 5,000 -> perf/RESULTS.md "Bad Range soak". Not in `make test`.
+RANGE_SOAK_ARGS ?=
+range-soak: setup
+	$(PY) perf/range_fd_soak.py $(RANGE_SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

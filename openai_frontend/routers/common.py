@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
 from fastapi import Request
 
 from openai_frontend.errors import OpenAIError, bad_request, model_not_found
+from openai_frontend.files.full import store_full
 from openai_frontend.files.upload import Upload, receive
 from openai_frontend.schemas.common import parse_json, read_json
 from openai_frontend.service import Service
 
 logger = logging.getLogger(__name__)
-
-#: A full disk or filesystem quota while staging a part: a 507, not a 500.
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 #: The form field of a multipart chat request that holds the JSON request.
 PAYLOAD_FIELD = "payload"
@@ -84,11 +81,8 @@ async def read_body(request: Request) -> tuple[Any, Upload | None]:
         form = await receive(request.stream(), content_type, staging, settings.max_media_bytes, file_fields=None,
                              max_files=settings.max_videos + settings.max_images, max_field=settings.max_body_bytes)
     except OSError as exc:  # receive() has removed what it staged
-        if exc.errno not in _FULL_ERRNOS:
-            raise
-        logger.error("chat: multipart request refused, the staging directory %s is full: %s", staging, exc)
-        raise OpenAIError(507, f"the multipart request's files cannot be staged: {staging} is full; try later",
-                          code="insufficient_storage") from None
+        raise store_full(exc, where=str(staging), refused="the multipart request's files cannot be staged",
+                         param=None, hint="try later") from None
     try:
         raw = form.fields.get(PAYLOAD_FIELD)
         if raw is None and PAYLOAD_FIELD in form.files:  # curl -F payload=@request.json

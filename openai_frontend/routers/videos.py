@@ -4,12 +4,14 @@ GET /v1/videos/{id}/content, DELETE /v1/videos/{id}. OpenAI's shapes, vLLM-Omni'
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from openai_frontend.errors import OpenAIError, bad_request
+from openai_frontend.files.full import store_full
 from openai_frontend.routers.common import scope_of
 from openai_frontend.routers.files import remote_file_response
 from openai_frontend.sse import until_disconnected
@@ -26,8 +28,12 @@ POLL_AFTER_MS = 500
 async def create_video(request: Request) -> Response:
     scope = scope_of(request)  # refused before the body is read
     params, image, model = await read_video_request(request)
-    record = await jobs_of(request).create(params, image, model=model, scope=scope)
-    return JSONResponse(jobs_of(request).view(record))
+    jobs = jobs_of(request)
+    try:
+        record = await jobs.create(params, image, model=model, scope=scope)
+    except (OSError, sqlite3.OperationalError) as exc:  # the job's row is not written: nothing to undo
+        raise store_full(exc, where=jobs.store.db.name, refused="the video job cannot be recorded", param=None) from None
+    return JSONResponse(jobs.view(record))
 
 
 @router.post("/v1/videos/sync")
