@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perf.bench_vs_vllm import Cell, data_url, one, pct, salted  # noqa: E402
-from perf.clips import ClipSpec, clip_by_name, ensure_clips  # noqa: E402
+from perf.clips import clip_by_name, ensure_clips  # noqa: E402
 from perf.results import replace_section  # noqa: E402
 from tests.memory import PeakRss  # noqa: E402
 
@@ -46,10 +46,7 @@ MODEL = "tiny-qwen2-vl"
 NUM_FRAMES = 16
 MAX_TOKENS = 8
 QUESTION = "What happens in the video?"
-CLIP_360P = ClipSpec(name="h264-360p-10s", codec="libx264", suffix=".mp4", width=640, height=360, fps=30,
-                     seconds=10, gop=250, options={"preset": "superfast", "crf": "23",
-                                                   "x264-params": "keyint=250:min-keyint=250:scenecut=0:bframes=3"},
-                     description="H.264 360p30, 10 s, 250-frame GOP, 3 B-frames")
+CLIP_360P = clip_by_name("h264-360p-10s")
 CLIPS = {"360p-10s": CLIP_360P, "720p-60s": clip_by_name("h264-720p-60s")}
 # Requests per cell by concurrency; c=16 gets one wave of 16 (fewer than the others relative to c).
 REQUESTS = {1: 4, 4: 8, 16: 16}

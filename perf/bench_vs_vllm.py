@@ -473,7 +473,9 @@ def main() -> int:
         logger.error("FAILED: %s; perf/RESULTS.md not updated", exc)
         return 1
     if not args.no_write:
-        replace_section(ROOT / "perf" / "RESULTS.md", "Head to head: vs vLLM serve", body)
+        # one section per clip: the 60-s 720p clip keeps the section's first name
+        title = "Head to head: vs vLLM serve" + ("" if spec.name == "h264-720p-60s" else f" ({spec.name})")
+        replace_section(ROOT / "perf" / "RESULTS.md", title, body)
     return 0
 
 

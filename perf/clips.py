@@ -127,11 +127,20 @@ CLIPS: tuple[ClipSpec, ...] = (
 )
 
 
+#: Clips the serving benchmarks use beside the decode benchmark's set (bench_decode runs CLIPS only).
+SERVING_CLIPS: tuple[ClipSpec, ...] = (
+    ClipSpec(name="h264-360p-10s", codec="libx264", suffix=".mp4", width=640, height=360, fps=30, seconds=10,
+             gop=250, options={"preset": "superfast", "crf": "23",
+                               "x264-params": "keyint=250:min-keyint=250:scenecut=0:bframes=3"},
+             description="H.264 360p30, 10 s, 250-frame GOP, 3 B-frames"),
+)
+
+
 def clip_by_name(name: str) -> ClipSpec:
-    for spec in CLIPS:
+    for spec in (*CLIPS, *SERVING_CLIPS):
         if spec.name == name:
             return spec
-    raise KeyError(f"unknown clip {name!r}; known: {', '.join(s.name for s in CLIPS)}")
+    raise KeyError(f"unknown clip {name!r}; known: {', '.join(s.name for s in (*CLIPS, *SERVING_CLIPS))}")
 
 
 def ensure_clips(specs: tuple[ClipSpec, ...] | list[ClipSpec] = CLIPS) -> float:
