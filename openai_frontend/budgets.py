@@ -16,11 +16,8 @@ budgets (config.pbtxt of video_decoder) stay in force behind these.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +25,21 @@ from openai_frontend.errors import OpenAIError
 from openai_frontend.files.upload import sniff
 from openai_frontend.settings import Settings, env_name
 from video_pipeline import contract as C
-from video_pipeline.errors import InvalidInput, UnsupportedMedia
+from video_pipeline.errors import InvalidInput, MediaTooLarge, PipelineError, UnsupportedMedia
 from video_pipeline.media.audio import probe_audio
+from video_pipeline.media.facts import (
+    VideoFacts,
+    estimate_video_tokens,
+    frame_size_excess,
+    probe_image,
+    probe_video,
+    video_excess,
+)
 from video_pipeline.media.model_media import MediaSettings
-from video_pipeline.media.options import VideoOptions
-from video_pipeline.media.sampling import target_times
+from video_pipeline.media.options import DecodeLimits, VideoOptions
 from video_pipeline.steps import PreprocessorStep, json_tensor, video_options
 
 logger = logging.getLogger(__name__)
-
-# Bounds the header probe: PyAV stops FFmpeg's stream analysis at this deadline (a file with
-# a thousand streams analyses for seconds otherwise); what it learnt by then is enough.
-PROBE_TIMEOUT_S = 2.0
-IMAGE_FORMATS = "PNG, JPEG, WebP, GIF or BMP"
-_IMAGE_KINDS = {"PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP"}  # PIL's names (MPO: a JPEG with more pictures)
 
 
 def limit_error(status: int, where: str | None, what: str, limit: Any, unit: str, setting: str,
@@ -86,126 +84,94 @@ def check_frames_asked(opts: VideoOptions, settings: Settings, where: str) -> No
                           "frames per video", "max_video_frames")
 
 
-# --- headers, before decoding ------------------------------------------------------------------------
+# --- headers, before decoding (video_pipeline.media.facts, shared with the decoder) ----------------------
+
+IMAGE_FORMATS = "PNG, JPEG, WebP, GIF or BMP"
+_IMAGE_KINDS = {"PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP"}  # PIL's names (MPO: a JPEG with more pictures)
+# A budget the shim leaves to video_decoder (its config.pbtxt): the header check here binds only the shim's own.
+_UNBOUNDED = 2**62
+# The limits facts.video_excess can find with header_limits, as the words, unit and setting of a refusal.
+_EXCESS_WORDS = {
+    "max_frame_pixels": ("pixels per frame", "max_frame_pixels"),
+    "max_duration_s": ("s", "max_video_duration_s"),
+}
 
 
-@dataclass(frozen=True)
-class VideoFacts:
-    """What a container's header says about its first video stream."""
-
-    width: int
-    height: int
-    duration: float | None  # seconds
-    fps: float | None
+def header_limits(settings: Settings) -> DecodeLimits:
+    """The shim's budgets as the decoder's limits object: frame pixels and duration; the rest unbounded."""
+    return DecodeLimits(max_input_bytes=_UNBOUNDED, max_width=_UNBOUNDED, max_height=_UNBOUNDED,
+                        max_frame_pixels=settings.max_frame_pixels, max_duration_s=settings.max_video_duration_s,
+                        max_total_frames=_UNBOUNDED, max_streams=_UNBOUNDED)
 
 
-def probe_video(data: bytes | Path) -> VideoFacts | None:
-    """The header facts of a video, without decoding it; None when PyAV cannot tell (the decoder
-    then gives its own, precise refusal)."""
-    import av
-
+def header_facts(data: bytes | Path, limits: DecodeLimits) -> VideoFacts | None:
+    """The header facts of a video; None when its header cannot be read, or not within the probe's time
+    limit (the decoder then gives its own, precise refusal)."""
     try:
-        source = str(data) if isinstance(data, Path) else io.BytesIO(data)
-        with av.open(source, mode="r", metadata_errors="ignore", timeout=PROBE_TIMEOUT_S) as container:
-            streams = [s for s in container.streams.video
-                       if not int(s.disposition) & int(av.stream.Disposition.attached_pic)]
-            if not streams:
-                return None
-            stream = streams[0]
-            width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
-            if width <= 0 or height <= 0:
-                return None
-            duration = None
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1e6
-            rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate else None
-            return VideoFacts(width, height, duration, fps if fps and math.isfinite(fps) and fps > 0 else None)
-    except Exception as exc:  # noqa: BLE001 - any failure to probe leaves the verdict to the decoder
+        return probe_video(data, limits)
+    except PipelineError as exc:
         logger.debug("probe failed: %s", exc)
         return None
 
 
-def check_video(facts: VideoFacts, settings: Settings, where: str) -> None:
-    pixels = facts.width * facts.height
-    if pixels > settings.max_frame_pixels:
-        raise limit_error(413, where, f"the video's frames are {facts.width}x{facts.height} = {pixels} pixels",
-                          settings.max_frame_pixels, "pixels per frame", "max_frame_pixels")
-    if facts.duration is not None and facts.duration > settings.max_video_duration_s:
-        raise limit_error(413, where, f"the video lasts {facts.duration:.1f} s", f"{settings.max_video_duration_s:g}",
-                          "s", "max_video_duration_s")
-
-
-def estimate_video_tokens(facts: VideoFacts, opts: VideoOptions, media: MediaSettings) -> int | None:
-    """The video tokens the media models will produce, from the header (None when it cannot tell)."""
-    if facts.duration is None or not facts.duration > 0 or facts.fps is None:
-        return None
-    start = opts.start or 0.0
-    end = min(opts.end, facts.duration) if opts.end is not None else facts.duration
-    if end <= start:
-        return None  # the decoder names the empty window
-    frame_duration = 1.0 / facts.fps
-    available = max(1, math.floor((end - start) * facts.fps + 1e-6))
-    frames = len(target_times(start, max(start, end - frame_duration), frame_duration, opts, available))
-    try:
-        h, w = media.video_size(frames, facts.height, facts.width, opts.min_pixels, opts.max_pixels)
-    except InvalidInput:
-        return None
-    return media.video_tokens(frames, h, w)
+def check_video(facts: VideoFacts, limits: DecodeLimits, where: str) -> None:
+    """413 naming the setting when the header passes one of :func:`header_limits`."""
+    excess = video_excess(facts, limits)
+    if excess is None:
+        return
+    unit, setting = _EXCESS_WORDS[excess.limit]
+    if excess.limit == "max_frame_pixels":
+        what = f"the video's frames are {facts.width}x{facts.height} = {int(excess.value)} pixels"
+        limit: Any = int(excess.allowed)
+    else:
+        what, limit = f"the video lasts {excess.value:.1f} s", f"{excess.allowed:g}"
+    raise limit_error(413, where, what, limit, unit, setting)
 
 
 def check_image(data: bytes, settings: Settings, where: str) -> None:
     """An image must be one of the formats engines read, within the pixel budget (header only)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(io.BytesIO(data)) as img:  # identifies the format and reads the header, decodes nothing
-            kind, (width, height) = img.format, img.size
-    except Image.DecompressionBombError as exc:
-        raise bomb(exc, settings, where, "the image") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        image = probe_image(data, "the data")
+    except MediaTooLarge as exc:  # PIL's own refusal of a huge declared size
+        raise _bomb(exc, settings, where) from None
+    except InvalidInput as exc:
         found = sniff(data[:64])
         if found is not None and found[0] == "image":
-            why = "" if isinstance(exc, UnidentifiedImageError) else f" ({exc})"
-            raise OpenAIError(400, f"{where}: not a decodable image: its header says {found[1]}, its data does not "
-                              f"follow{why}", param=where, code="invalid_image") from None
+            raise OpenAIError(400, f"{where}: {exc}; its header says {found[1]}, its data does not follow",
+                              param=where, code="invalid_image") from None
         what = f"a {found[0]} ({found[1]})" if found else "no image format we know"
         raise OpenAIError(415, f"{where}: the data is {what}; images must be {IMAGE_FORMATS}", param=where,
                           code="unsupported_media") from None
-    if kind not in _IMAGE_KINDS:
-        raise OpenAIError(415, f"{where}: the data is a {kind} image; images must be {IMAGE_FORMATS}", param=where,
-                          code="unsupported_media")
-    check_pixels(width, height, settings, where, "the image")
+    if image.format not in _IMAGE_KINDS:
+        raise OpenAIError(415, f"{where}: the data is a {image.format} image; images must be {IMAGE_FORMATS}",
+                          param=where, code="unsupported_media")
+    check_pixels(image.width, image.height, settings, where, "the image")
 
 
 def check_pixels(width: int, height: int, settings: Settings, where: str, what: str) -> None:
-    if width * height > settings.max_frame_pixels:
+    if frame_size_excess(width, height, header_limits(settings)) is not None:
         raise limit_error(413, where, f"{what} is {width}x{height} = {width * height} pixels",
                           settings.max_frame_pixels, "pixels per frame", "max_frame_pixels")
 
 
-def bomb(exc: Exception, settings: Settings, where: str, what: str) -> OpenAIError:
-    """PIL's own refusal of a huge declared size (it checks while reading the header)."""
-    return limit_error(413, where, f"{what} declares a decompression bomb's size ({exc})", settings.max_frame_pixels,
-                       "pixels per frame", "max_frame_pixels")
+def _bomb(exc: MediaTooLarge, settings: Settings, where: str) -> OpenAIError:
+    """PIL's own refusal of a huge declared size (it checks while reading the header), as a budget error."""
+    return limit_error(413, where, str(exc), settings.max_frame_pixels, "pixels per frame", "max_frame_pixels")
 
 
 def frame_list_size(frames: list[bytes], settings: Settings, where: str) -> tuple[int, int]:
     """(width, height) of a frame list's stills from their headers, each checked against the pixel budget."""
-    from PIL import Image, UnidentifiedImageError
-
     size = (0, 0)
     for i, data in enumerate(frames):
+        what = f"frame {i} of the frame list"
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                size = img.size
-        except Image.DecompressionBombError as exc:
-            raise bomb(exc, settings, where, f"frame {i} of the frame list") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            image = probe_image(data, what)
+        except MediaTooLarge as exc:
+            raise _bomb(exc, settings, where) from None
+        except InvalidInput:
             continue  # decoding names the broken frame
-        check_pixels(size[0], size[1], settings, where, f"frame {i} of the frame list")
+        size = (image.width, image.height)
+        check_pixels(image.width, image.height, settings, where, what)
     return size
 
 
@@ -268,12 +234,13 @@ def check_media(videos: list[tuple[str, Any, VideoOptions]], images: list[tuple[
     estimated video tokens of each container whose header allows an estimate.
     """
     estimates = []
+    limits = header_limits(settings)
     for where, data, opts in videos:
         if isinstance(data, (bytes, bytearray, Path)):
-            facts = probe_video(data if isinstance(data, Path) else bytes(data))
+            facts = header_facts(data if isinstance(data, Path) else bytes(data), limits)
             if facts is None:
                 continue
-            check_video(facts, settings, where)
+            check_video(facts, limits, where)
             tokens = estimate_video_tokens(facts, opts, media)
             if tokens is not None:
                 estimates.append((where, tokens))

@@ -5,7 +5,8 @@ push parser into a :class:`~openai_frontend.files.store.Stager` in 1 MiB writes 
 by one writer thread per upload (hash + write on one core while the event loop parses
 on the other; at most 8 MiB in flight), the size cap is enforced while streaming, and
 a failed or refused upload leaves nothing behind. Then the content must be what it claims:
-magic bytes first, then a PyAV container probe.
+magic bytes first, then a header probe with a time limit, the one the media models use
+(:mod:`video_pipeline.media.facts` for videos and images, ``probe_audio`` for audio).
 
 A hostile body is bounded in every dimension (boundary, header lines, parts, text fields,
 names), each a 400 naming the limit, and the parser is fed :data:`SLICE` bytes at a time with
@@ -30,6 +31,10 @@ from python_multipart.exceptions import MultipartParseError
 
 from openai_frontend.errors import OpenAIError, bad_request
 from openai_frontend.files.store import Staged, Stager
+from video_pipeline.errors import DecodeTimeout, MediaTooLarge, PipelineError
+from video_pipeline.media.audio import probe_audio
+from video_pipeline.media.facts import probe_image, probe_video
+from video_pipeline.media.options import DecodeLimits
 
 logger = logging.getLogger(__name__)
 
@@ -491,17 +496,29 @@ def sniff(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-def probe(path: Path, kind: str) -> bool:
-    """Whether PyAV opens ``path`` and finds a stream of ``kind`` (image decoders are video streams)."""
-    import av
-
+def readable(path: Path, kind: str) -> bool:
+    """Whether ``path`` holds readable media of ``kind`` by its header, as the media models will read it:
+    a video's first video stream (video_pipeline.media.facts), an image's header (PIL), an audio track.
+    Budgets are not checked here but where the file is used, and a header that cannot be read within the
+    probe's time limit is given the benefit of the doubt: the decoder has the last word."""
     try:
-        with av.open(str(path), mode="r") as container:
-            if kind == "audio":
-                return bool(container.streams.audio)
-            return bool(container.streams.video)
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        if kind == "video":
+            probe_video(path, _UPLOAD_LIMITS)
+        elif kind == "image":
+            probe_image(path)
+        else:
+            probe_audio(path)
+    except DecodeTimeout as exc:
+        logger.info("upload probe of %s ran out of time (%s); stored unchecked", kind, exc)
+    except MediaTooLarge:
+        pass  # readable, only large (PIL's decompression-bomb guard): the budgets refuse it when it is used
+    except PipelineError:
         return False
+    return True
+
+
+# What only bounds the probe here: the file's size is the upload's cap, budgets are checked when it is used.
+_UPLOAD_LIMITS = DecodeLimits(max_input_bytes=2**62, max_streams=2**62)
 
 
 def check_content(staged: Staged, head: bytes, claimed: str) -> str:
@@ -514,7 +531,7 @@ def check_content(staged: Staged, head: bytes, claimed: str) -> str:
     if claimed and claimed != "application/octet-stream" and not claimed.startswith(("video/", "image/", "audio/")):
         raise OpenAIError(415, f"file: Content-Type {claimed} is not video/*, image/* or audio/*", param="file",
                           code="unsupported_media")
-    if not probe(staged.path, kind):
+    if not readable(staged.path, kind):
         raise OpenAIError(415, f"file: looks like {mime} but is not a readable {kind} container", param="file",
                           code="unsupported_media")
     return mime

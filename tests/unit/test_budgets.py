@@ -6,17 +6,14 @@ import json
 
 import pytest
 
-from openai_frontend.budgets import (
-    check_context,
-    estimate_video_tokens,
-    probe_video,
-    resolved_options,
-)
+from openai_frontend.budgets import check_context, header_facts, resolved_options
 from openai_frontend.errors import OpenAIError
 from tests.conftest import MODEL_REPOSITORY
 from tests.videos import ClipSpec, make_video
 from video_pipeline import contract as C
+from video_pipeline.media.facts import estimate_video_tokens, probe_video
 from video_pipeline.media.model_media import MediaSettings
+from video_pipeline.media.options import DecodeLimits
 from video_pipeline.steps import DecoderStep, PreprocessorStep, json_tensor, resolve_parameters
 
 
@@ -70,14 +67,14 @@ def test_token_estimate_from_the_header_equals_what_the_media_steps_produce(requ
     steps = request.getfixturevalue("steps" if arch == "qwen2_vl" else "qwen3_steps")
     clip = make_video(spec)
     facts = probe_video(clip)
-    assert facts is not None and (facts.width, facts.height) == (spec.width, spec.height)
+    assert (facts.width, facts.height) == (spec.width, spec.height)
     estimate = estimate_video_tokens(facts, resolved_options(options, steps[1], "v"), steps[1].media)
     assert estimate == _real_tokens(steps, clip, options)
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00" * 100, b"<html>not a video</html>", make_video(ClipSpec())[:300]])
-def test_probe_answers_none_when_the_bytes_are_no_readable_video(data) -> None:
-    assert probe_video(data) is None
+def test_header_facts_answer_none_when_the_bytes_are_no_readable_video(data) -> None:
+    assert header_facts(data, DecodeLimits()) is None  # the decoder names the fault
 
 
 def test_video_tokens_count_temporal_pairs_of_patches() -> None:

@@ -25,7 +25,7 @@ from tests.videos import (
     read_indices,
     read_orientation,
 )
-from video_pipeline.media.decode import DecodedVideo, decode_video, probe
+from video_pipeline.media.decode import DecodedVideo, decode_video
 from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import DecodeLimits, VideoOptions
 
@@ -350,7 +350,6 @@ def test_decode_video_turns_frames_upright_when_display_matrix_rotates(
     assert video.frames.shape[1:3] == expected_hw
     assert video.metadata["rotation"] == clockwise
     assert (video.metadata["height"], video.metadata["width"]) == expected_hw
-    assert probe(data)["rotation"] == clockwise
     resized = decode(data, num_frames=2)
     portrait = resized.frames.shape[1] > resized.frames.shape[2]
     assert portrait == (clockwise in (90, 270))
@@ -478,7 +477,7 @@ def test_decode_video_returns_only_whole_frames_when_faststart_mp4_is_truncated(
         assert video.metadata["total_num_frames"] < 50
 
 
-# --- metadata and probe -----------------------------------------------------------------------
+# --- metadata --------------------------------------------------------------------------------
 
 
 def test_decode_video_reports_consistent_metadata_when_clip_is_regular(clip: Clip) -> None:
@@ -494,14 +493,6 @@ def test_decode_video_reports_consistent_metadata_when_clip_is_regular(clip: Cli
     assert md["video_backend"] == "pyav" and md["mode"] == "exact"
     assert md["keyframe_snapped"] == [False] * 5
     assert (md["output_height"], md["output_width"]) == video.frames.shape[1:3]
-
-
-def test_probe_reports_container_facts_when_clip_is_valid(clip: Clip) -> None:
-    _, data = clip(codec="libvpx-vp9", container="webm", width=96, height=64, num_frames=25, fps=25)
-    facts = probe(data)
-    assert facts["codec"] in DECODER_NAMES["libvpx-vp9"] and "webm" in facts["container"]
-    assert (facts["width"], facts["height"], facts["rotation"]) == (96, 64, 0)
-    assert facts["duration"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_decode_video_returns_same_frames_when_threads_limited(clip: Clip) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -64,9 +65,26 @@ def test_frame_list_decode_refuses_stills_of_different_sizes_and_non_images() ->
 
 def test_frame_list_decode_stops_when_it_runs_past_the_decode_time_limit(monkeypatch) -> None:
     clock = iter([0.0, 0.0, 5.0, 10.0])
-    monkeypatch.setattr(frame_list.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
     with pytest.raises(DecodeTimeout, match="frame list"):
         frame_list.decode_frame_list([jpeg(0), jpeg(1), jpeg(2)], {}, DecodeLimits(decode_timeout_s=1.0))
+
+
+def test_frame_list_decode_opens_no_further_still_when_the_time_limit_passes_mid_list(monkeypatch) -> None:
+    now = [0.0]
+    opened = []
+    real_open = frame_list.open_image
+
+    def slow_open(data: bytes, what: str):  # noqa: ANN202 - each still takes a second
+        opened.append(what)
+        now[0] += 1.0
+        return real_open(data, what)
+
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(frame_list, "open_image", slow_open)
+    with pytest.raises(DecodeTimeout, match="decoding the frame list took longer than the 2.5 s limit"):
+        frame_list.decode_frame_list([jpeg(i) for i in range(10)], {"fps": 1}, DecodeLimits(decode_timeout_s=2.5))
+    assert len(opened) == 3  # stills 0-2 fit 2.5 s; the fourth is never opened
 
 
 def test_decoder_step_decodes_a_frame_list_beside_a_container_when_its_options_say_frame_list() -> None:

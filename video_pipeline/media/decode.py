@@ -25,10 +25,8 @@ times of the frames actually returned.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,14 +36,22 @@ from typing import Any
 import av
 import numpy as np
 
-from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge, UnsupportedMedia
+from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge
+from video_pipeline.media.facts import (
+    Source,
+    check_video,
+    declared_duration,
+    facts_of,
+    ffmpeg_reason,
+    frame_size_excess,
+    open_container,
+    video_stream,
+)
 from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import DecodeLimits, VideoOptions
 from video_pipeline.media.sampling import sampling_plan, select_frames, snap_to_keyframes
 
 logger = logging.getLogger(__name__)
-
-Source = bytes | bytearray | memoryview | str | os.PathLike
 
 
 @dataclass
@@ -74,14 +80,21 @@ class _Index:
         return self.pts0 is not None
 
 
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
+class Deadline:
+    """A wall-clock limit of ``seconds`` from now (0: none); :meth:`check` between units of work."""
+
+    def __init__(self, seconds: float, what: str = "decoding") -> None:
         self.seconds = seconds
+        self.what = what
         self.at = time.monotonic() + seconds if seconds > 0 else math.inf
 
     def check(self) -> None:
+        """:class:`DecodeTimeout` once the limit has passed."""
         if time.monotonic() > self.at:
-            raise DecodeTimeout(f"decoding took longer than the {self.seconds:g} s limit")
+            raise DecodeTimeout(f"{self.what} took longer than the {self.seconds:g} s limit")
+
+
+_Deadline = Deadline  # the name gpu_decode uses
 
 
 def decode_video(
@@ -98,7 +111,7 @@ def decode_video(
     options = options or VideoOptions()
     limits = limits or DecodeLimits()
     options.check_limits(limits)
-    deadline = _Deadline(limits.decode_timeout_s)
+    deadline = Deadline(limits.decode_timeout_s)
     if options.start is not None or options.end is not None:
         with _open(source, limits) as container:
             stream = _video_stream(container, limits)
@@ -112,7 +125,7 @@ def decode_video(
 
 
 def _decode_indexed(
-    container: Any, stream: Any, index: _Index, options: VideoOptions, limits: DecodeLimits, deadline: _Deadline,
+    container: Any, stream: Any, index: _Index, options: VideoOptions, limits: DecodeLimits, deadline: Deadline,
     media: MediaSettings | None = None,
 ) -> DecodedVideo:
     """The decode pass over an indexed stream (whole video or a window)."""
@@ -191,127 +204,19 @@ def _decode_indexed(
     )
 
 
-def probe(source: Source, limits: DecodeLimits | None = None) -> dict[str, Any]:
-    """Container-level facts (used to validate uploads); decodes the first frame only, for its rotation.
+# --- opening and validation (video_pipeline.media.facts, shared with the shim) ------------------------
 
-    ``width``/``height`` are the coded size; ``rotation`` is the clockwise turn that displays it.
-    """
-    limits = limits or DecodeLimits()
-    with _open(source, limits) as container:
-        stream = _video_stream(container, limits)
-        cc = stream.codec_context
-        return {
-            "container": container.format.name,
-            "codec": cc.name,
-            "width": cc.width,
-            "height": cc.height,
-            "rotation": _first_frame_rotation(container, stream),
-            "duration": (container.duration / 1e6) if container.duration else None,
-        }
-
-
-# --- opening and validation ---------------------------------------------------
-
-
-class _open:
-    """Opens a container from bytes or a path, mapping FFmpeg's errors to ours."""
-
-    def __init__(self, source: Source, limits: DecodeLimits) -> None:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            size = len(source)
-            if size == 0:
-                raise InvalidInput("the video is empty (0 bytes)")
-            if size > limits.max_input_bytes:
-                raise MediaTooLarge(f"the video has {size} bytes; the limit is {limits.max_input_bytes}")
-            self._file: Any = io.BytesIO(source)
-        else:
-            path = os.fspath(source)
-            try:
-                size = os.path.getsize(path)
-            except OSError as exc:
-                raise InvalidInput(f"cannot read the video file: {exc.strerror}") from None
-            if size == 0:
-                raise InvalidInput("the video is empty (0 bytes)")
-            if size > limits.max_input_bytes:
-                raise MediaTooLarge(f"the video has {size} bytes; the limit is {limits.max_input_bytes}")
-            self._file = path
-        self.container: Any = None
-
-    def __enter__(self) -> Any:
-        try:
-            self.container = av.open(self._file, mode="r", metadata_errors="ignore")
-        except av.FFmpegError as exc:
-            raise InvalidInput(f"not a decodable video container ({_ffmpeg_reason(exc)})") from None
-        except (UnicodeDecodeError, ValueError, OSError) as exc:
-            raise InvalidInput(f"not a decodable video container ({exc})") from None
-        return self.container
-
-    def __exit__(self, *exc: object) -> None:
-        if self.container is not None:
-            self.container.close()
-
-
-def _ffmpeg_reason(exc: Exception) -> str:
-    msg = getattr(exc, "strerror", None) or str(exc)
-    return str(msg).strip() or type(exc).__name__
+_open = open_container  # the names gpu_decode uses
 
 
 def _video_stream(container: Any, limits: DecodeLimits) -> Any:
-    n = len(container.streams)
-    if n > limits.max_streams:
-        raise MediaTooLarge(f"the container has {n} streams; the limit is {limits.max_streams}")
-    candidates = [
-        s for s in container.streams.video if not (int(s.disposition) & int(av.stream.Disposition.attached_pic))
-    ]
-    if not candidates:
-        if container.streams.audio:
-            raise UnsupportedMedia("the file has no video stream (audio only)")
-        raise InvalidInput("the file has no video stream")
-    fmt = container.format.name
-    if fmt == "image2" or fmt.endswith("_pipe"):
-        # FFmpeg opens a still image (a PNG or JPEG named .mp4) as a one-frame "video".
-        raise UnsupportedMedia(f"the file is a still image ({fmt}), not a video")
-    stream = candidates[0]
-    try:
-        cc = stream.codec_context
-    except Exception:  # noqa: BLE001 - PyAV raises assorted errors for unknown codecs
-        cc = None
-    if cc is None or not cc.is_decoder:
-        raise UnsupportedMedia(f"no decoder for the video codec ({_codec_name(stream)})")
-    w, h = int(cc.width or 0), int(cc.height or 0)
-    if w <= 0 or h <= 0:
-        raise InvalidInput("the video stream declares no frame size (corrupt header)")
-    if w > limits.max_width or h > limits.max_height or w * h > limits.max_frame_pixels:
-        raise MediaTooLarge(
-            f"frame size {w}x{h} exceeds the limit of {limits.max_width}x{limits.max_height} "
-            f"({limits.max_frame_pixels} pixels)"
-        )
-    declared = int(stream.frames or 0)
-    if declared > limits.max_total_frames:
-        raise MediaTooLarge(f"the video declares {declared} frames; the limit is {limits.max_total_frames}")
-    duration = _declared_duration(container, stream)
-    if duration is not None and duration > limits.max_duration_s:
-        raise MediaTooLarge(f"the video lasts {duration:.1f} s; the limit is {limits.max_duration_s:g} s")
+    """The stream to decode, its header checked against ``limits`` as the shim checks it, threads set."""
+    stream = video_stream(container, limits)
+    check_video(facts_of(container, stream), limits)
+    cc = stream.codec_context
     cc.thread_type = "AUTO"
     cc.thread_count = limits.threads
     return stream
-
-
-def _codec_name(stream: Any) -> str:
-    for attr in ("codec_tag",):
-        try:
-            return str(getattr(stream, attr))
-        except Exception:  # noqa: BLE001
-            pass
-    return "unknown"
-
-
-def _declared_duration(container: Any, stream: Any) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1e6
-    return None
 
 
 def _frame_rotation(frame: Any) -> int:
@@ -337,10 +242,10 @@ def _first_frame_rotation(container: Any, stream: Any) -> int:
             # An empty packet (end of stream) flushes the frames the decoder still holds.
             for frame in cc.decode(packet if packet.size else None):
                 return _frame_rotation(frame)
-            if n >= _PROBE_PACKETS:  # keep probe cheap on a stream whose frames never decode
+            if n >= _PROBE_PACKETS:  # stay cheap on a stream whose frames never decode
                 break
     except av.FFmpegError as exc:
-        raise InvalidInput(f"the first frame cannot be decoded ({_ffmpeg_reason(exc)})") from None
+        raise InvalidInput(f"the first frame cannot be decoded ({ffmpeg_reason(exc)})") from None
     raise InvalidInput("no frame could be decoded: the video is corrupt or truncated")
 
 
@@ -350,7 +255,7 @@ _PROBE_PACKETS = 256
 # --- index pass -----------------------------------------------------------------
 
 
-def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _Deadline) -> _Index:
+def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: Deadline) -> _Index:
     pts: list[int] = []
     key: list[bool] = []
     cost: list[int] = []  # packets from the GOP's keyframe, in decode order (0 = the keyframe)
@@ -380,7 +285,7 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
             cost.append(since_key)
     except av.FFmpegError as exc:
         if not pts:
-            raise InvalidInput(f"the video stream cannot be read ({_ffmpeg_reason(exc)})") from None
+            raise InvalidInput(f"the video stream cannot be read ({ffmpeg_reason(exc)})") from None
         logger.info("index stopped early after %d packets: %s", len(pts), exc)
     if not pts:
         raise InvalidInput("the video stream has no frames (empty or truncated)")
@@ -408,7 +313,7 @@ def _build_index(container: Any, stream: Any, limits: DecodeLimits, deadline: _D
 
 
 def _build_window_index(
-    container: Any, stream: Any, limits: DecodeLimits, deadline: _Deadline, start: float | None, end: float | None
+    container: Any, stream: Any, limits: DecodeLimits, deadline: Deadline, start: float | None, end: float | None
 ) -> _Index | None:
     """The index of the frames around [start, end) only, or None where that cannot be trusted.
 
@@ -483,7 +388,7 @@ def _build_window_index(
     if float((arr[-1] - pts0) * seconds) > limits.max_duration_s:
         raise MediaTooLarge(f"the video lasts more than {limits.max_duration_s:g} s (the limit)")
     last_ordinal = int(round(float(arr[-1] - pts0) * seconds * float(rate)))
-    declared = _declared_duration(container, stream)
+    declared = declared_duration(container, stream)
     total = int(stream.frames or 0) or (int(round(declared * float(rate))) if declared else 0)
     return _Index(
         pts=arr,
@@ -569,7 +474,7 @@ class _Converter:
         if w == self.coded_w and h == self.coded_h:
             return  # the header's size, checked in _video_stream
         limits = self.limits
-        if w > limits.max_width or h > limits.max_height or w * h > limits.max_frame_pixels:
+        if frame_size_excess(w, h, limits) is not None:
             when = ""
             if frame.pts is not None and self.time_base is not None:
                 when = f" at {float(frame.pts * self.time_base):.3f} s (pts {frame.pts})"
@@ -595,7 +500,7 @@ def _decode_selected(
     wanted: dict[int, int],
     conv: _Converter,
     limits: DecodeLimits,
-    deadline: _Deadline,
+    deadline: Deadline,
 ) -> np.ndarray:
     """Seek-and-decode-forward, one run per GOP holding samples; returns which slots were filled."""
     got = np.zeros(len(chosen), dtype=bool)
@@ -687,7 +592,7 @@ def _decode_sequential(
     wanted: dict[int, int],
     conv: _Converter,
     got: np.ndarray,
-    deadline: _Deadline,
+    deadline: Deadline,
     by_order: bool,
 ) -> None:
     """Decodes from the start, matching samples by timestamp, or by output order when

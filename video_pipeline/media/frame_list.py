@@ -14,16 +14,15 @@ then its bytes -- Triton's own BYTES serialisation, so nothing new to parse.
 
 from __future__ import annotations
 
-import io
 import struct
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge
-from video_pipeline.media.decode import DecodedVideo
+from video_pipeline.errors import InvalidInput
+from video_pipeline.media.decode import Deadline, DecodedVideo
+from video_pipeline.media.facts import check_frame_size, open_image
 from video_pipeline.media.options import DecodeLimits, VideoOptions
 from video_pipeline.media.sampling import select_frames
 
@@ -58,7 +57,8 @@ def decode_frame_list(stills: Sequence[bytes], options: Mapping[str, Any],
 
     ``options`` are the request's video options as sent (not the decoder's defaults: a frame list
     has its own rate). Each still's size is checked against ``limits`` (and PIL's bomb guard) before
-    its pixels are decoded; the whole decode stops after ``limits.decode_timeout_s``.
+    its pixels are decoded; past ``limits.decode_timeout_s`` the decode stops before the next still
+    (:class:`~video_pipeline.errors.DecodeTimeout`).
     """
     limits = limits or DecodeLimits()
     if not stills:
@@ -88,23 +88,17 @@ def decode_frame_list(stills: Sequence[bytes], options: Mapping[str, Any],
 
 
 def _decode_all(encoded: list[bytes], indices: list[int], limits: DecodeLimits) -> list[np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    deadline = time.monotonic() + limits.decode_timeout_s if limits.decode_timeout_s else None
+    # Checked before each still, so a list that runs past the limit stops there, not after its last still.
+    deadline = Deadline(limits.decode_timeout_s, "decoding the frame list")
     out = []
     size = None
     for data, i in zip(encoded, indices, strict=True):
-        if deadline is not None and time.monotonic() > deadline:
-            raise DecodeTimeout(f"decoding the frame list took longer than the {limits.decode_timeout_s:g} s limit")
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                _check_size(img.size, i, limits)
-                img.load()
-                rgb = np.asarray(img.convert("RGB"))
-        except Image.DecompressionBombError as exc:
-            raise MediaTooLarge(f"frame {i}: {exc}") from None
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise InvalidInput(f"frame {i} of the frame list is not a decodable image ({exc})") from None
+        deadline.check()
+        what = f"frame {i} of the frame list"
+        with open_image(data, what) as img:
+            check_frame_size(img.size[0], img.size[1], limits, what)
+            img.load()
+            rgb = np.asarray(img.convert("RGB"))
         if size is None:
             size = rgb.shape
         elif rgb.shape != size:
@@ -112,10 +106,3 @@ def _decode_all(encoded: list[bytes], indices: list[int], limits: DecodeLimits) 
                                "all frames of a list must have one size")
         out.append(rgb)
     return out
-
-
-def _check_size(size: tuple[int, int], i: int, limits: DecodeLimits) -> None:
-    width, height = size
-    if width > limits.max_width or height > limits.max_height or width * height > limits.max_frame_pixels:
-        raise MediaTooLarge(f"frame {i} of the frame list is {width}x{height}; the limit is "
-                            f"{limits.max_width}x{limits.max_height} and {limits.max_frame_pixels} pixels")
