@@ -103,6 +103,31 @@ class S3Objects:
         with self._errors():
             self.client.put_object(Bucket=self.config.bucket, Key=self.key(name), Body=data)
 
+    def compose(self, sources: list[str], name: str) -> None:
+        """Object ``name`` made in the bucket of the objects ``sources``, in order: one multipart upload whose
+        parts are UploadPartCopy of each (no byte passes through here). S3's part rules apply to the sources
+        (all but the last at least 5 MiB, each at most 5 GiB, at most 10,000); an interrupted one is aborted."""
+        bucket, key = self.config.bucket, self.key(name)
+        with self._errors():
+            upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        try:
+            parts = []
+            for number, source in enumerate(sources, 1):
+                with self._errors():
+                    copied = self.client.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                          PartNumber=number,
+                                                          CopySource={"Bucket": bucket, "Key": self.key(source)})
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+            with self._errors():
+                self.client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                      MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except Exception:  # the bucket's lifecycle rule reclaims what an abort could not
+                logger.warning("s3: aborting the multipart upload of %s failed", key, exc_info=True)
+            raise
+
     def delete(self, name: str) -> None:
         with self._errors():
             self.client.delete_object(Bucket=self.config.bucket, Key=self.key(name))
