@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Paths get their own label; anything else is "other", so scanners cannot blow up label cardinality.
-ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/models", "/health", "/health/ready", "/metrics",
-             "/v1/files", "/v1/videos", "/playground")
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/models", "/health", "/health/ready",
+             "/metrics", "/v1/files", "/v1/videos", "/v1/uploads", "/playground", "/tokenize", "/detokenize",
+             "/version", "/ping")
 # Paths with an id in them are labelled by their route ("/v1/files/{id}", "/v1/videos/{id}/content").
-_ID_ROUTES = ("/v1/files/", "/v1/videos/")
+_ID_ROUTES = ("/v1/files/", "/v1/videos/", "/v1/uploads/")
+_ID_ACTIONS = ("content", "parts", "complete", "cancel", "remix")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -75,7 +77,7 @@ def endpoint_label(path: str) -> str:
     for prefix in _ID_ROUTES:
         if path.startswith(prefix) and len(path) > len(prefix):
             rest = path[len(prefix):].split("/", 1)
-            return prefix + "{id}" + ("/" + rest[1] if len(rest) > 1 and rest[1] == "content" else "")
+            return prefix + "{id}" + ("/" + rest[1] if len(rest) > 1 and rest[1] in _ID_ACTIONS else "")
     return "other"
 
 

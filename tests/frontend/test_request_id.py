@@ -138,6 +138,9 @@ def test_endpoint_label_keeps_cardinality_bounded() -> None:
     assert endpoint_label("/v1/files/file-1/content") == "/v1/files/{id}/content"
     assert endpoint_label("/v1/videos/video_1/content") == "/v1/videos/{id}/content"
     assert endpoint_label("/v1/videos/video_1/whatever") == "/v1/videos/{id}"
+    assert endpoint_label("/v1/uploads/upload_1/parts") == "/v1/uploads/{id}/parts"
+    assert endpoint_label("/v1/uploads/upload_1/complete") == "/v1/uploads/{id}/complete"
+    assert endpoint_label("/v1/completions") == "/v1/completions"
     assert endpoint_label("/wp-admin") == "other"
 
 
