@@ -3,8 +3,6 @@ shape), ``vllm-file://<id>`` wherever a file id goes, and their bad inputs as 4x
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -28,7 +26,7 @@ def chat(client, *parts, headers=None, **body):
 
 @pytest.fixture
 def scoped(settings, backend):
-    s = dataclasses.replace(settings, files_scope_header=SCOPE)
+    s = settings.with_(files_scope_header=SCOPE)
     with TestClient(create_app(s, backend), raise_server_exceptions=False) as c:
         yield c
 

@@ -274,7 +274,7 @@ def test_deploy_kserve_schema_rejects_a_predictor_without_a_model_or_containers(
 # --- lint ---
 
 def test_deploy_shim_env_names_only_settings_of_the_shim_and_parses(base) -> None:
-    known = {env_name(f) for f in Settings.__dataclass_fields__}
+    known = {env_name(f) for f in Settings.model_fields}
     (container,) = find(base, "Deployment", "shim")["spec"]["template"]["spec"]["containers"]
     env = env_of(container)
     settings = Settings.load(argv=container.get("args", []), environ={k: v for k, v in env.items() if v})
@@ -377,8 +377,10 @@ def test_deploy_hpa_scales_the_shim_on_a_metric_it_exports(base) -> None:
 
 
 def test_deploy_dev_shm_holds_the_decoders_media_cache_plus_headroom(base, kserve) -> None:
-    config = (ROOT / "model_repository" / "video_decoder" / "config.pbtxt").read_text()
-    cache = int(re.search(r'key: "cache_max_bytes" value: \{ string_value: "(\d+)" \}', config).group(1))
+    from video_pipeline import model_config
+
+    config = model_config.read(ROOT / "model_repository" / "video_decoder")
+    cache = int(model_config.parameters(config)["cache_max_bytes"])
     for doc in [find(base, "StatefulSet", "triton"), kserve]:
         spec = pod_spec(doc)
         (container,) = spec["containers"]

@@ -111,6 +111,21 @@ def test_scaled_decoder_config_keeps_threads_when_config_pbtxt_sets_them() -> No
     assert out["instance_group"][0]["count"] == 8 and out["parameters"]["threads"] == {"string_value": "3"}
 
 
+def test_scaled_decoder_config_changes_only_the_scale_when_the_committed_config_is_scaled() -> None:
+    from google.protobuf import json_format
+
+    from video_pipeline import model_config
+
+    committed = model_config.read(launch.Path(__file__).resolve().parents[2] / "model_repository" / "video_decoder")
+    out = scaled_decoder_config(json_format.MessageToDict(committed, preserving_proto_field_name=True), cores=16)
+    assert out is not None
+    scaled = json_format.ParseDict(out, type(committed)())  # strict: a misspelt field would raise here
+    assert (scaled.instance_group[0].count, scaled.parameters["threads"].string_value) == (8, "2")
+    scaled.instance_group[0].count = committed.instance_group[0].count
+    del scaled.parameters["threads"]
+    assert scaled == committed
+
+
 def test_scaled_decoder_config_returns_none_when_instances_are_on_gpus() -> None:
     assert scaled_decoder_config(_config(kind="KIND_GPU"), cores=16) is None
 

@@ -55,3 +55,24 @@ def test_launcher_keeps_config_pbtxt_when_scale_is_config(tmp_path: Path) -> Non
     with TritonServer(MODEL_REPOSITORY, ["video_decoder"], log_path=tmp_path / "triton.log",
                       decoder_scale="config") as server:
         assert _scale(_config(server)) == (2, None)
+
+
+def test_tritonserver_loads_a_decoder_config_written_back_by_text_format_when_edited(tmp_path: Path,
+                                                                                   tiny_model: Path) -> None:
+    """A config.pbtxt parsed, edited as a ModelConfig message and written with text_format is one
+    tritonserver loads as it says (what a script editing the repository's configs would produce)."""
+    import shutil
+
+    from video_pipeline import model_config
+
+    config = model_config.read(MODEL_REPOSITORY / "video_decoder")
+    config.instance_group[0].count = 1
+    served = (MODEL_REPOSITORY / "video_decoder" / config.parameters["served_model"].string_value).resolve()
+    config.parameters["served_model"].string_value = str(served)
+    repo = tmp_path / "repository"
+    shutil.copytree(MODEL_REPOSITORY / "video_decoder" / "1", repo / "video_decoder" / "1")
+    (repo / "video_decoder" / "config.pbtxt").write_text(model_config.to_text(config))
+    with TritonServer(repo, ["video_decoder"], log_path=tmp_path / "triton.log", decoder_scale="config") as server:
+        loaded = _config(server)
+        assert _scale(loaded) == (1, None)
+        assert loaded["parameters"]["served_model"]["string_value"] == str(served)
