@@ -19,6 +19,8 @@ from openai_frontend.schemas.common import Strict
 
 #: The form field that may carry the reference image as a file part.
 INPUT_REFERENCE = "input_reference"
+#: OpenAI's default clip length (its API takes "4", "8" or "12"; the SDK's VideoSeconds).
+DEFAULT_SECONDS = "4"
 _JSON_FIELDS = ("image_reference", "extra_params", INPUT_REFERENCE)
 _BRACKETS = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([^\[\]]*)\]$")
 
@@ -67,6 +69,12 @@ class VideoCreateRequest(Strict):
         """The fields video_pipeline.generation.params.parse_request checks (None: not given)."""
         skip = {"prompt", "model", "user", INPUT_REFERENCE, "image_reference"}
         return {k: v for k, v in self.model_dump().items() if k not in skip}
+
+
+class VideoRemixRequest(Strict):
+    """``POST /v1/videos/{id}/remix``: OpenAI's one field; everything else comes from the source video."""
+
+    prompt: str
 
 
 def form_to_body(fields: dict[str, str]) -> dict[str, Any]:

@@ -30,12 +30,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openai_frontend.errors import OpenAIError, from_exception
 from openai_frontend.storage.db import StoreUnavailable
+from openai_frontend.videos import stills
 from openai_frontend.videos.backend import VideoBackend, VideoEvent, VideoRequest
-from openai_frontend.videos.store import JobRecord, JobStore, Order, SharedJobStore, new_job_id
+from openai_frontend.videos.stills import Variant
+from openai_frontend.videos.store import REMIXED_FROM, JobRecord, JobStore, Order, SharedJobStore, new_job_id
 from video_pipeline.errors import PipelineError
 from video_pipeline.generation.params import Capabilities, GenerationParams, format_seconds
 
@@ -85,6 +88,7 @@ class JobManager:
         self._queued: set[str] = set()  # jobs waiting for a slot
         self._sync_waiting = 0  # sync requests waiting for a slot
         self._live: dict[str, _Live] = {}
+        self._still_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -115,15 +119,12 @@ class JobManager:
 
     # --- jobs ----------------------------------------------------------------------------------------
 
-    async def create(self, params: GenerationParams, image: bytes | None, *, model: str, scope: str = "") -> JobRecord:
-        """A queued job for ``params``; it starts as soon as a slot is free."""
+    async def create(self, params: GenerationParams, image: bytes | None, *, model: str, scope: str = "",
+                     seconds: str | None = None, remixed_from: str | None = None) -> JobRecord:
+        """A queued job for ``params``; it starts as soon as a slot is free. ``seconds``: what the video object
+        shows (what the client asked; the clip's length when None); ``remixed_from``: the source of a remix."""
         self._check_queue()
-        record = JobRecord(
-            id=new_job_id(), status="queued", model=model, prompt=params.prompt, size=params.size,
-            seconds=format_seconds(params.seconds),
-            params={**params.to_json(), "input_reference": image is not None}, created_at=int(time.time()),
-            scope=scope,
-        )
+        record = new_record(params, image, model=model, scope=scope, seconds=seconds, remixed_from=remixed_from)
         await asyncio.to_thread(self.store.add, record)
         live = self._live[record.id] = _Live()
         request = VideoRequest(record.id, params, image)
@@ -194,6 +195,37 @@ class JobManager:
         """``POST /v1/videos/sync``: the finished video, no record; cancelling the caller cancels the generation."""
         async with self._slot():
             return await self._generate(VideoRequest(f"sync-{uuid.uuid4().hex}", params, image))
+
+    # --- stills ----------------------------------------------------------------------------------------
+
+    async def still(self, record: JobRecord, variant: Variant) -> Path | bytes:
+        """A completed job's thumbnail or spritesheet: the local file to send, or the bucket's bytes. Made from
+        the mp4 the first time it is asked for (once at a time per process), then kept beside it in the store;
+        FileNotFoundError when the job or its mp4 is gone meanwhile."""
+        key = (record.id, variant.name)
+        lock = self._still_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                found = await asyncio.to_thread(self._stored_still, record, variant)
+                if found is not None:
+                    return found
+                data = await asyncio.to_thread(self._make_still, record, variant)
+                if not await asyncio.to_thread(self.store.save_still, record.id, variant, data):
+                    raise FileNotFoundError(record.id)
+                logger.info("video job %s: %s made (%d bytes)", record.id, variant.name, len(data))
+                return data if self.store.objects is not None else self.store.still_path(record.id, variant)
+        finally:
+            if not lock.locked():
+                self._still_locks.pop(key, None)
+
+    def _stored_still(self, record: JobRecord, variant: Variant) -> Path | bytes | None:
+        if self.store.objects is not None:
+            return self.store.read_still(record.id, variant)
+        path = self.store.still_path(record.id, variant)
+        return path if path.exists() else None
+
+    def _make_still(self, record: JobRecord, variant: Variant) -> bytes:
+        return make_still(self.store.read_output(record), record, variant)
 
     # --- reads and deletion ----------------------------------------------------------------------------
 
@@ -314,14 +346,10 @@ class SharedJobManager(JobManager):
 
     # --- jobs ----------------------------------------------------------------------------------------
 
-    async def create(self, params: GenerationParams, image: bytes | None, *, model: str, scope: str = "") -> JobRecord:
+    async def create(self, params: GenerationParams, image: bytes | None, *, model: str, scope: str = "",
+                     seconds: str | None = None, remixed_from: str | None = None) -> JobRecord:
         """A queued row; whichever replica has a free slot first runs it."""
-        record = JobRecord(
-            id=new_job_id(), status="queued", model=model, prompt=params.prompt, size=params.size,
-            seconds=format_seconds(params.seconds),
-            params={**params.to_json(), "input_reference": image is not None}, created_at=int(time.time()),
-            scope=scope,
-        )
+        record = new_record(params, image, model=model, scope=scope, seconds=seconds, remixed_from=remixed_from)
         if not await asyncio.to_thread(self.store.enqueue, record, image, self.max_queued):
             raise queue_full(self.max_queued)
         logger.info("video job %s queued (%s, %d frames, %d steps)", record.id, params.size, params.num_frames,
@@ -461,6 +489,33 @@ class SharedJobManager(JobManager):
                 live.task.cancel()
         else:
             self._wake.set()
+
+
+def new_record(params: GenerationParams, image: bytes | None, *, model: str, scope: str, seconds: str | None,
+               remixed_from: str | None) -> JobRecord:
+    """A queued job's record: the parameters that reproduce it, and what its video object shows."""
+    extra: dict[str, Any] = {"input_reference": image is not None}
+    if remixed_from is not None:
+        extra[REMIXED_FROM] = remixed_from
+    return JobRecord(
+        id=new_job_id(), status="queued", model=model, prompt=params.prompt, size=params.size,
+        seconds=format_seconds(params.seconds) if seconds is None else seconds,
+        params={**params.to_json(), **extra}, created_at=int(time.time()), scope=scope,
+    )
+
+
+def make_still(mp4: bytes, record: JobRecord, variant: Variant) -> bytes:
+    """``variant`` of a completed job's mp4 (see :mod:`openai_frontend.videos.stills`)."""
+    p = record.params
+    if variant.name == "thumbnail":
+        return stills.thumbnail(mp4, int(p["num_frames"]))
+    return stills.spritesheet(mp4, layout_of(record))
+
+
+def layout_of(record: JobRecord) -> stills.SheetLayout:
+    """The spritesheet layout of a job, from its recorded frame count and size."""
+    p = record.params
+    return stills.sheet_layout(int(p["num_frames"]), int(p["width"]), int(p["height"]))
 
 
 def params_of(record: JobRecord) -> GenerationParams:

@@ -2,14 +2,16 @@
 
 Embedded (the default): the table ``video_jobs`` lives in ``<VLT_FILES_DIR>/files.sqlite3``
 (its own connection, WAL mode, like :class:`~openai_frontend.files.store.LocalFileStore`); each
-finished mp4 is ``<VLT_FILES_DIR>/videos/<job id>.mp4``, landed by temp file + fsync + rename. One
+finished mp4 is ``<VLT_FILES_DIR>/videos/<job id>.mp4``, landed by temp file + fsync + rename, and its
+stills (``<job id>.thumbnail.webp``, ``<job id>.spritesheet.jpg``) go beside it once asked for. One
 shim process owns the directory: after a restart, completed jobs stay downloadable and jobs that
 were queued or running are marked failed with the reason (:meth:`JobStore.recover`).
 
 Shared (``database_url``): the same table in PostgreSQL, plus what replicas need to share it
 (:class:`SharedJobStore`): the replica running a job (``owner``) and until when its claim holds
 (``lease_until``), renewed by heartbeats; a starting replica touches only expired leases. With
-``files_backend=s3`` the mp4s are objects ``<prefix>videos/<job id>.mp4``, readable from any replica.
+``files_backend=s3`` the mp4s (and stills) are objects ``<prefix>videos/<job id>.mp4``, readable from any
+replica.
 
 Finished jobs expire ``ttl`` seconds after they end: they 404 at once and the next sweep removes
 record and output. Every method blocks; callers use ``asyncio.to_thread``.
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from openai_frontend.storage.db import Database, PostgresDatabase, SqliteDatabase, Tx
+from openai_frontend.videos.stills import STILLS, Variant
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,10 @@ _COLUMNS = ("id", "scope", "status", "progress", "model", "prompt", "size", "sec
 _JSON = ("params", "error", "info")
 
 
+#: The key of ``params`` naming the video a remix was made from.
+REMIXED_FROM = "remixed_from_video_id"
+
+
 def new_job_id() -> str:
     """``video_`` and 128 random bits (OpenAI's ids look like ``video_68d7...``)."""
     return "video_" + secrets.token_hex(16)
@@ -104,15 +111,18 @@ class JobRecord:
 
     def openai(self, progress: int | None = None) -> dict[str, Any]:
         """OpenAI's video object (``progress`` overrides the stored value for a running job), with
-        vLLM-Omni's extras: the frame count, fps and seed the video was made with."""
+        vLLM-Omni's extras: the frame count, fps and seed the video was made with; and ours: ``duration_s``,
+        the clip's length (``num_frames / fps``; ``seconds`` is what was asked)."""
         p = self.params
+        frames, fps = p.get("num_frames"), p.get("fps")
         return {
             "id": self.id, "object": "video", "status": self.status,
             "progress": self.progress if progress is None else progress,
             "created_at": self.created_at, "completed_at": self.completed_at, "expires_at": self.expires_at,
             "model": self.model, "prompt": self.prompt, "size": self.size, "seconds": self.seconds,
-            "error": self.error, "remixed_from_video_id": None,
-            "num_frames": p.get("num_frames"), "fps": p.get("fps"), "seed": p.get("seed"),
+            "error": self.error, "remixed_from_video_id": p.get(REMIXED_FROM),
+            "num_frames": frames, "fps": fps, "seed": p.get("seed"),
+            "duration_s": round(frames / fps, 4) if frames and fps else None,
             "inference_time_s": (self.info or {}).get("inference_s"),
         }
 
@@ -227,11 +237,11 @@ class JobStore:
         if self.objects is not None:
             # An object is put before its row says completed: only old ones can be orphans.
             for name, mtime in list(self.objects.listing("videos/")):
-                if name.removesuffix(".mp4") not in known and mtime < now - _ORPHAN_S:
+                if _job_of(name) not in known and mtime < now - _ORPHAN_S:
                     self.objects.delete("videos/" + name)
         else:
-            for path in self.outputs.glob("video_*.mp4"):
-                if path.stem not in known:
+            for path in self.outputs.glob("video_*"):  # mp4s and their stills
+                if _job_of(path.name) not in known:
                     path.unlink(missing_ok=True)
         if expired:
             logger.info("videos: %d expired job(s) removed", len(expired))
@@ -275,11 +285,52 @@ class JobStore:
 
         return S3Reader(self.objects, _output_name(record.id), int(record.bytes or 0))
 
+    def read_output(self, record: JobRecord) -> bytes:
+        """The whole mp4 of a completed job; FileNotFoundError when it is gone."""
+        if self.objects is not None:
+            return b"".join(self.objects.read(_output_name(record.id)))
+        return self.output_path(record.id).read_bytes()
+
+    # --- stills (thumbnail, spritesheet): made from the mp4 when first asked for, kept beside it ------
+
+    def still_path(self, job_id: str, variant: Variant) -> Path:
+        return self.outputs / _still_name(job_id, variant)
+
+    def read_still(self, job_id: str, variant: Variant) -> bytes | None:
+        """A stored still from the bucket (None: not made yet); local ones are sent from :meth:`still_path`."""
+        if self.objects is None:
+            return None
+        try:
+            return b"".join(self.objects.read("videos/" + _still_name(job_id, variant)))
+        except FileNotFoundError:
+            return None
+
+    def save_still(self, job_id: str, variant: Variant, data: bytes) -> bool:
+        """Keep a still beside its mp4 (temp file + rename, or one PUT); False (and nothing kept) when the job was
+        deleted meanwhile."""
+        name = _still_name(job_id, variant)
+        if self.objects is not None:
+            self.objects.put(data, "videos/" + name)
+        else:
+            tmp = self.outputs / f".{name}.{secrets.token_hex(4)}.part"
+            with open(tmp, "xb") as f:
+                f.write(data)
+            os.replace(tmp, self.outputs / name)
+        with self.db.tx() as tx:
+            alive = tx.one("SELECT 1 FROM video_jobs WHERE id=? AND status='completed'", (job_id,)) is not None
+        if not alive:  # deleted between the caller's lookup and now: the sweep would find it, but why wait
+            self._drop_output(job_id)
+        return alive
+
     def _drop_output(self, job_id: str) -> None:
         if self.objects is not None:
             self.objects.delete(_output_name(job_id))
+            for variant in STILLS:
+                self.objects.delete("videos/" + _still_name(job_id, variant))
         else:
             self.output_path(job_id).unlink(missing_ok=True)
+            for variant in STILLS:
+                self.still_path(job_id, variant).unlink(missing_ok=True)
 
 
 class SharedJobStore(JobStore):
@@ -421,6 +472,15 @@ def _owned(job_id: str, owner: str | None) -> tuple[str, tuple[Any, ...]]:
 
 def _output_name(job_id: str) -> str:
     return f"videos/{job_id}.mp4"
+
+
+def _still_name(job_id: str, variant: Variant) -> str:
+    return f"{job_id}.{variant.name}.{variant.suffix}"
+
+
+def _job_of(name: str) -> str:
+    """The job an output's file name belongs to: ``video_<hex>.mp4``, ``video_<hex>.thumbnail.webp`` ..."""
+    return name.split(".", 1)[0]
 
 
 def _row(record: JobRecord) -> tuple[Any, ...]:

@@ -73,7 +73,8 @@ def test_sdk_job_progresses_completes_and_downloads_the_requested_video(shim) ->
     video = client.videos.create(prompt="a red fox running through snow", size="512x256", seconds="2",
                                  extra_body={"fps": 8, **SLOW})
     assert video.object == "video" and video.status in ("queued", "in_progress") and video.progress == 0
-    assert (video.model, video.size, video.seconds) == ("tiny-wan", "512x256", "2.125")  # 17 frames at 8 fps
+    assert (video.model, video.size, video.seconds) == ("tiny-wan", "512x256", "2")  # as asked
+    assert video.to_dict()["duration_s"] == 2.125  # 17 frames at 8 fps
     seen = []
     deadline = time.monotonic() + 180
     while (current := client.videos.retrieve(video.id)).status != "completed":
@@ -127,6 +128,74 @@ def test_image_to_video_takes_an_sdk_upload_a_file_id_and_a_data_url(shim) -> No
     text_only = client.videos.create_and_poll(prompt="make it move", poll_interval_ms=50, **common)
     assert not same_video(a, frames_of(client.videos.download_content(other.id).content))  # the image counts
     assert not same_video(a, frames_of(client.videos.download_content(text_only.id).content))
+
+
+def test_seconds_defaults_to_openais_4_and_the_video_lasts_that_long(shim) -> None:
+    client = shim.client()
+    video = client.videos.create(prompt="a quiet pond", extra_body={"num_inference_steps": 1})
+    assert video.seconds == "4" and video.to_dict()["duration_s"] == 4.0625
+    assert wait_done(client, video.id).status == "completed"
+    probe = probe_mp4(client.videos.download_content(video.id).content)
+    assert (probe["frames"], probe["fps"]) == (65, 16)  # the shortest 4k+1 frame count lasting 4 s at 16 fps
+
+
+# --- remix, thumbnail, spritesheet ---------------------------------------------------------------------------
+
+
+def test_remix_regenerates_from_the_sources_first_frame_and_parameters_with_the_new_prompt(shim) -> None:
+    from openai_frontend.videos.stills import first_frame_png
+
+    client = shim.client()
+    fields = {"seed": 21, "num_inference_steps": 3}
+    source = client.videos.create_and_poll(prompt="a red fox", size="96x64", seconds="1", extra_body=fields,
+                                           poll_interval_ms=50)
+    assert source.status == "completed", source.error
+    remix = client.videos.remix(source.id, prompt="a grey wolf")
+    assert remix.status in ("queued", "in_progress") and remix.remixed_from_video_id == source.id
+    assert (remix.prompt, remix.size, remix.seconds, remix.model) == ("a grey wolf", "96x64", "1", "tiny-wan")
+    done = wait_done(client, remix.id)
+    assert done.status == "completed" and done.remixed_from_video_id == source.id, done.error
+    source_mp4 = client.videos.download_content(source.id).content
+    remixed = frames_of(client.videos.download_content(remix.id).content)
+    assert remixed.shape == (17, 64, 96, 3) and not same_video(remixed, frames_of(source_mp4))
+    # what the remix is: image-to-video from the source's first frame, the source's parameters, the new prompt
+    by_hand = client.videos.create_and_poll(prompt="a grey wolf", size="96x64", seconds="1", extra_body=fields,
+                                            input_reference=("first.png", first_frame_png(source_mp4), "image/png"),
+                                            poll_interval_ms=50)
+    assert same_video(remixed, frames_of(client.videos.download_content(by_hand.id).content))
+    with pytest.raises(openai.NotFoundError):
+        client.videos.remix("video_nope", prompt="x")
+    running = client.videos.create(prompt="a slow one", size="512x256", extra_body={"num_frames": 17, **SLOW})
+    with pytest.raises(openai.BadRequestError) as info:
+        client.videos.remix(running.id, prompt="x")
+    assert info.value.body["code"] == "video_not_ready" and info.value.body["param"] == "video_id"  # type: ignore[index]
+    client.videos.delete(running.id)
+
+
+def test_thumbnail_and_spritesheet_download_through_the_sdk_with_range_and_head(shim) -> None:
+    from PIL import Image
+
+    client = shim.client()
+    video = client.videos.create_and_poll(prompt="a lighthouse", size="128x64", extra_body={"num_frames": 9},
+                                          poll_interval_ms=50)
+    assert video.status == "completed", video.error
+    thumb = client.videos.download_content(video.id, variant="thumbnail")
+    assert thumb.response.headers["content-type"] == "image/webp"
+    image = Image.open(io.BytesIO(thumb.content))
+    assert image.format == "WEBP" and image.size == (128, 64)
+    sheet = client.videos.download_content(video.id, variant="spritesheet")
+    headers = sheet.response.headers
+    assert headers["content-type"] == "image/jpeg" and headers["x-spritesheet-frames"] == "0,1,2,3,4,5,6,7,8"
+    image = Image.open(io.BytesIO(sheet.content))
+    assert image.format == "JPEG" and image.size == (3 * 128, 3 * 64)
+    assert (headers["x-spritesheet-columns"], headers["x-spritesheet-rows"]) == ("3", "3")
+    url = f"{shim.base_url}/v1/videos/{video.id}/content"
+    head = httpx.head(url, params={"variant": "spritesheet"})
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(sheet.content)
+    part = httpx.get(url, params={"variant": "thumbnail"}, headers={"Range": "bytes=0-15"})
+    assert part.status_code == 206 and part.content == thumb.content[:16]
+    bad = httpx.get(url, params={"variant": "poster"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "variant", bad.text
 
 
 def test_list_pages_through_jobs_with_the_sdk_cursor(shim) -> None:

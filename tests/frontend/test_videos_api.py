@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -108,12 +109,15 @@ def test_content_answers_range_requests_with_206_when_asked_for_a_part(client) -
     assert r.headers["content-range"] == f"bytes 0-99/{len(whole)}"
 
 
-def test_content_is_409_while_running_and_400_for_other_variants(client, videos) -> None:
+def test_content_is_409_while_running_for_every_variant_and_400_for_an_unknown_one(client, videos) -> None:
     videos.hold_at = 1
     job = client.post("/v1/videos", json={"prompt": "a fox"}).json()
-    r = client.get(f"/v1/videos/{job['id']}/content")
-    assert r.status_code == 409 and error_of(r)["code"] == "video_not_ready"
-    assert client.get(f"/v1/videos/{job['id']}/content?variant=thumbnail").status_code == 400
+    for variant in ("video", "thumbnail", "spritesheet"):
+        r = client.get(f"/v1/videos/{job['id']}/content?variant={variant}")
+        assert r.status_code == 409 and error_of(r)["code"] == "video_not_ready", variant
+    r = client.get(f"/v1/videos/{job['id']}/content?variant=gif")
+    assert r.status_code == 400 and error_of(r)["param"] == "variant" and "'gif'" in error_of(r)["message"]
+    assert "thumbnail, spritesheet" in error_of(r)["message"]
     videos.release()
     wait_for(client, job["id"])
 
@@ -415,3 +419,210 @@ def test_jobs_survive_a_restart_completed_ones_downloadable_running_ones_failed_
             assert failed["status"] == "failed" and failed["error"]["code"] == "server_restarted"
             assert "in_progress" in failed["error"]["message"]
         assert [v["id"] for v in client.get("/v1/videos").json()["data"]] == [running["id"], done["id"]]
+
+
+# --- seconds as asked ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "seconds", "num_frames", "duration"), [
+    ({}, "4", 65, 4.0625),  # OpenAI's default: 4 s, 65 frames at 16 fps
+    ({"seconds": "2", "fps": 8}, "2", 17, 2.125),
+    ({"seconds": 1}, "1", 17, 1.0625),  # a JSON number, shown as OpenAI's string
+    ({"seconds": "0.50"}, "0.5", 9, 0.5625),
+    ({"num_frames": 13, "fps": 8}, "1.625", 13, 1.625),  # frames asked: the clip's length
+    ({"num_frames": 5, "seconds": "4"}, "0.3125", 5, 0.3125),  # num_frames wins, so seconds shows what was made
+])
+def test_seconds_is_what_was_asked_and_4_by_default_with_the_clips_length_in_duration_s(
+        client, videos, fields, seconds, num_frames, duration) -> None:
+    job = client.post("/v1/videos", json={"prompt": "a fox", **fields}).json()
+    assert (job["seconds"], job["num_frames"], job["duration_s"]) == (seconds, num_frames, duration), job
+    done = wait_for(client, job["id"])
+    assert (done["seconds"], done["duration_s"]) == (seconds, duration)
+    assert videos.requests[0].params.num_frames == num_frames
+    assert probe_mp4(client.get(f"/v1/videos/{job['id']}/content").content)["frames"] == num_frames
+
+
+def test_seconds_defaults_to_the_models_own_clip_when_4_s_is_more_than_it_makes(settings) -> None:
+    from tests.fakes import tiny_wan_capabilities
+
+    videos = FakeVideoBackend(tiny_wan_capabilities(max_frames=33))
+    with TestClient(create_app(settings, FakeBackend(), video_backend=videos)) as client:
+        job = client.post("/v1/videos", data={"prompt": "a fox"}).json()
+        assert (job["seconds"], job["num_frames"]) == ("0.5625", 9), job
+        r = client.post("/v1/videos", data={"prompt": "a fox", "seconds": "4"})  # asked: refused, naming it
+        assert r.status_code == 400 and error_of(r)["param"] == "seconds" and "at most 33" in error_of(r)["message"]
+        wait_for(client, job["id"])
+
+
+# --- remix ----------------------------------------------------------------------------------------------------
+
+
+def first_frame(mp4: bytes) -> bytes:
+    from openai_frontend.videos.stills import first_frame_png
+
+    return first_frame_png(mp4)
+
+
+def test_remix_queues_a_job_with_the_sources_parameters_the_new_prompt_and_its_first_frame(client, videos) -> None:
+    source = client.post("/v1/videos", json={"prompt": "a fox", "size": "96x64", "seconds": "1", "seed": 11,
+                                             "num_inference_steps": 3, "guidance_scale": 4.5,
+                                             "extra_params": {"max_sequence_length": 32}}).json()
+    wait_for(client, source["id"])
+    mp4 = client.get(f"/v1/videos/{source['id']}/content").content
+    r = client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "a wolf"})
+    assert r.status_code == 200, r.text
+    remix = r.json()
+    assert remix["id"] != source["id"] and remix["status"] in ("queued", "in_progress") and remix["progress"] == 0
+    assert remix["remixed_from_video_id"] == source["id"] and remix["prompt"] == "a wolf"
+    assert {k: remix[k] for k in ("size", "seconds", "num_frames", "fps", "seed", "model")} == \
+        {k: source[k] for k in ("size", "seconds", "num_frames", "fps", "seed", "model")}
+    done = wait_for(client, remix["id"])
+    assert done["remixed_from_video_id"] == source["id"]
+    assert client.get(f"/v1/videos/{source['id']}").json()["remixed_from_video_id"] is None
+    first, again = videos.requests
+    assert again.request_id == remix["id"] and again.params.prompt == "a wolf"
+    assert again.params == type(first.params)(**{**first.params.__dict__, "prompt": "a wolf"})
+    assert again.image == first_frame(mp4) and first.image is None  # image-to-video from the source's first frame
+    info = probe_mp4(client.get(f"/v1/videos/{remix['id']}/content").content)
+    assert (info["width"], info["height"], info["frames"]) == (96, 64, 17)
+    remix_of_remix = client.post(f"/v1/videos/{remix['id']}/remix", data={"prompt": "a bear"})  # a form too
+    assert remix_of_remix.status_code == 200 and remix_of_remix.json()["remixed_from_video_id"] == remix["id"]
+    wait_for(client, remix_of_remix.json()["id"])
+
+
+def test_remix_on_a_text_only_model_reuses_the_seed_and_parameters_without_an_image(settings) -> None:
+    from tests.fakes import tiny_wan_capabilities
+
+    videos = FakeVideoBackend(tiny_wan_capabilities(image_to_video=False))
+    with TestClient(create_app(settings, FakeBackend(), video_backend=videos)) as client:
+        source = client.post("/v1/videos", json={"prompt": "a fox", "num_frames": 5}).json()
+        wait_for(client, source["id"])
+        remix = client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "a wolf"}).json()
+        wait_for(client, remix["id"])
+        first, again = videos.requests
+        assert again.image is None and again.params.seed == first.params.seed == source["seed"]
+        assert (again.params.prompt, again.params.num_frames) == ("a wolf", 5)
+
+
+def test_remix_is_400_while_the_source_runs_or_failed_and_for_a_bad_body(client, videos) -> None:
+    from video_pipeline.errors import PipelineError
+
+    videos.hold_at = 1
+    running = client.post("/v1/videos", json={"prompt": "a fox"}).json()
+    r = client.post(f"/v1/videos/{running['id']}/remix", json={"prompt": "a wolf"})
+    assert r.status_code == 400 and error_of(r)["code"] == "video_not_ready", r.text
+    assert error_of(r)["param"] == "video_id" and "completed" in error_of(r)["message"]
+    videos.release()
+    done = wait_for(client, running["id"])
+    for body, param in (({}, "prompt"), ({"prompt": "  "}, "prompt"), ({"prompt": "x", "seed": 3}, "seed"),
+                        ({"prompt": 5}, "prompt")):
+        r = client.post(f"/v1/videos/{done['id']}/remix", json=body)
+        assert r.status_code == 400 and error_of(r)["param"] == param, (body, r.text)
+    r = client.post(f"/v1/videos/{done['id']}/remix", data={"prompt": "x"},
+                    files={"input_reference": ("r.png", png(), "image/png")})
+    assert r.status_code == 400 and error_of(r)["param"] == "input_reference"
+    videos.error = PipelineError("generation failed: boom")
+    failed = client.post("/v1/videos", json={"prompt": "a fox"}).json()
+    wait_for(client, failed["id"], "failed")
+    r = client.post(f"/v1/videos/{failed['id']}/remix", json={"prompt": "a wolf"})
+    assert r.status_code == 400 and "failed" in error_of(r)["message"]
+    assert len(videos.requests) == 2  # no remix reached the model
+
+
+def test_remix_is_404_for_an_unknown_video_or_another_tenants(settings) -> None:
+    settings = settings.with_(files_scope_header="X-Tenant")
+    with TestClient(create_app(settings, FakeBackend(), video_backend=FakeVideoBackend())) as client:
+        job = client.post("/v1/videos", json={"prompt": "a fox"}, headers={"X-Tenant": "a"}).json()
+        deadline = time.monotonic() + 20
+        while client.get(f"/v1/videos/{job['id']}", headers={"X-Tenant": "a"}).json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        r = client.post(f"/v1/videos/{job['id']}/remix", json={"prompt": "x"}, headers={"X-Tenant": "b"})
+        assert r.status_code == 404 and error_of(r)["code"] == "video_not_found"
+        r = client.post("/v1/videos/video_nope/remix", json={"prompt": "x"}, headers={"X-Tenant": "a"})
+        assert r.status_code == 404 and error_of(r)["param"] == "video_id"
+        r = client.post(f"/v1/videos/{job['id']}/remix", json={"prompt": "x"}, headers={"X-Tenant": "a"})
+        assert r.status_code == 200 and r.json()["remixed_from_video_id"] == job["id"]
+
+
+# --- thumbnail and spritesheet --------------------------------------------------------------------------------
+
+
+def stored(settings: Settings) -> list[str]:
+    """Every output the store keeps beside the jobs: mp4s and stills."""
+    if settings.files_backend == "s3":
+        from tests.stores import _keys
+
+        return sorted(k.rsplit("/", 1)[1] for k in _keys(settings, "videos/"))
+    return sorted(p.name for p in (Path(settings.files_dir) / "videos").glob("video_*"))
+
+
+def test_thumbnail_is_a_webp_still_at_the_video_size_kept_beside_the_mp4(client, settings) -> None:
+    from PIL import Image
+
+    job = client.post("/v1/videos", json={"prompt": "a fox", "size": "96x64", "num_frames": 9, "seed": 77}).json()
+    wait_for(client, job["id"])
+    assert stored(settings) == [f"{job['id']}.mp4"]  # made when first asked for
+    r = client.get(f"/v1/videos/{job['id']}/content", params={"variant": "thumbnail"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    assert f"{job['id']}.thumbnail.webp" in r.headers["content-disposition"]
+    image = Image.open(io.BytesIO(r.content))
+    assert image.format == "WEBP" and image.size == (96, 64)
+    assert abs(float(np.asarray(image).mean()) - 77) < 3  # the fake's frames are all the seed's grey
+    assert stored(settings) == [f"{job['id']}.mp4", f"{job['id']}.thumbnail.webp"]
+    assert client.get(f"/v1/videos/{job['id']}/content?variant=thumbnail").content == r.content  # the kept one
+
+
+def test_spritesheet_is_a_jpeg_grid_of_frames_with_its_layout_in_headers(client, settings) -> None:
+    from PIL import Image
+
+    job = client.post("/v1/videos", json={"prompt": "a fox", "size": "96x64", "num_frames": 17}).json()
+    wait_for(client, job["id"])
+    r = client.get(f"/v1/videos/{job['id']}/content?variant=spritesheet")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    h = r.headers
+    assert (h["x-spritesheet-columns"], h["x-spritesheet-rows"]) == ("4", "4")
+    assert (h["x-spritesheet-tile-width"], h["x-spritesheet-tile-height"]) == ("96", "64")
+    assert h["x-spritesheet-frames"] == "0,1,2,3,4,5,6,7,9,10,11,12,13,14,15,16"
+    image = Image.open(io.BytesIO(r.content))
+    assert image.format == "JPEG" and image.size == (4 * 96, 4 * 64)
+    assert f"{job['id']}.spritesheet.jpg" in stored(settings)
+
+
+def test_stills_answer_range_and_head_like_the_video(client) -> None:
+    job = client.post("/v1/videos", json={"prompt": "a fox", "num_frames": 5}).json()
+    wait_for(client, job["id"])
+    for variant, media_type in (("video", "video/mp4"), ("thumbnail", "image/webp"), ("spritesheet", "image/jpeg")):
+        url = f"/v1/videos/{job['id']}/content?variant={variant}"
+        head = client.head(url)  # first: HEAD alone makes a still
+        assert head.status_code == 200 and head.content == b"", variant
+        assert head.headers["content-type"] == media_type
+        whole = client.get(url).content
+        assert int(head.headers["content-length"]) == len(whole) > 20, variant
+        part = client.get(url, headers={"Range": "bytes=2-11"})
+        assert part.status_code == 206 and part.content == whole[2:12], variant
+        assert part.headers["content-range"] == f"bytes 2-11/{len(whole)}"
+        beyond = client.get(url, headers={"Range": f"bytes={len(whole) + 5}-"})
+        assert beyond.status_code == 416, variant
+
+
+def test_deleting_a_job_removes_its_stills_and_a_sweep_keeps_those_of_live_jobs(client, settings) -> None:
+    job = client.post("/v1/videos", json={"prompt": "a fox", "num_frames": 5}).json()
+    kept = client.post("/v1/videos", json={"prompt": "a wolf", "num_frames": 5}).json()
+    for video_id in (job["id"], kept["id"]):
+        wait_for(client, video_id)
+        for variant in ("thumbnail", "spritesheet"):
+            assert client.get(f"/v1/videos/{video_id}/content?variant={variant}").status_code == 200
+    assert len(stored(settings)) == 6
+    assert client.delete(f"/v1/videos/{job['id']}").json()["deleted"] is True
+    assert client.get(f"/v1/videos/{job['id']}/content?variant=thumbnail").status_code == 404
+    left = [f"{kept['id']}.mp4", f"{kept['id']}.spritesheet.jpg", f"{kept['id']}.thumbnail.webp"]
+    assert stored(settings) == left
+    store = client.app.state.videos.store
+    real = store._clock
+    store._clock = lambda: real() + 7200  # past the bucket's orphan age, before the jobs' expiry
+    try:
+        store.sweep()
+    finally:
+        store._clock = real
+    assert stored(settings) == left
