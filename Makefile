@@ -56,11 +56,13 @@ perf-triton: tiny-model
 	$(PY) perf/perf_analyzer_recipes.py
 
 ## Fault tests and a soak on the real stack (kill -9 of tritonserver and of the shim, disconnect, full tmpfs,
-## CHAOS_SOAK_S seconds at concurrency 16 with bad inputs) -> perf/RESULTS.md "Faults and soak". Not in `make test`.
+## CHAOS_SOAK_S seconds at concurrency 16 with bad inputs; memory of every process sampled, the baseline taken
+## CHAOS_WARMUP_S into the load) -> perf/RESULTS.md "Faults and soak". Not in `make test`.
 CHAOS_SOAK_S ?= 300
+CHAOS_WARMUP_S ?= 120
 CHAOS_ARGS ?=
 chaos: tiny-model
-	$(PY) perf/chaos.py --soak-s $(CHAOS_SOAK_S) $(CHAOS_ARGS)
+	$(PY) perf/chaos.py --soak-s $(CHAOS_SOAK_S) --soak-warmup-s $(CHAOS_WARMUP_S) $(CHAOS_ARGS)
 
 ## 50,000 invalid and unsatisfiable Range requests to GET /v1/files/{id}/content on the shim alone (no tritonserver):
 ## its open descriptors and RSS every 5,000 -> perf/RESULTS.md "Bad Range soak". Not in `make test`.

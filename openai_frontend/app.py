@@ -27,10 +27,22 @@ from openai_frontend.logging_config import RequestIdMiddleware
 from openai_frontend.media.fetch import media_client
 from openai_frontend.media.urls import MediaFetcher
 from openai_frontend.metrics import Metrics, MetricsMiddleware
-from openai_frontend.routers import chat, files, health, models, responses, videos
+from openai_frontend.routers import (
+    chat,
+    completions,
+    files,
+    health,
+    models,
+    responses,
+    tokenize,
+    uploads,
+    version,
+    videos,
+)
 from openai_frontend.service import Service
 from openai_frontend.settings import Settings
 from openai_frontend.sse import ClientGone
+from openai_frontend.uploads.store import open_uploads
 from openai_frontend.videos.backend import VideoBackend, video_backend_for
 from openai_frontend.videos.jobs import open_job_manager
 from video_pipeline.errors import PipelineError
@@ -51,6 +63,7 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
     metrics = Metrics()
     owns_store = store is None
     store = store or open_file_store(settings)  # SQLite + files_dir unless database_url / files_backend=s3
+    upload_store = open_uploads(store)  # /v1/uploads: its tables in the store's database, parts beside its blobs
     # Finished videos go where uploads go: the bucket of files_backend=s3 (any replica can serve them), else files_dir.
     objects = getattr(getattr(store, "blobs", None), "objects", None)
     pool = backend if isinstance(backend, TritonPool) else None  # several tritonservers
@@ -66,6 +79,8 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
             await asyncio.sleep(settings.files_sweep_s)
             try:
                 await asyncio.to_thread(store.sweep)  # off the event loop: requests go on meanwhile
+                if upload_store is not None:
+                    await asyncio.to_thread(upload_store.sweep)  # expired Uploads and their parts
             except Exception:
                 logger.exception("files: sweep failed")
 
@@ -88,9 +103,10 @@ def create_app(settings: Settings, backend: Backend, *, http: httpx.AsyncClient 
     app = FastAPI(title="video-llm-triton OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = Service(settings, backend, MediaFetcher(settings, http, store), metrics)
     app.state.files = store
+    app.state.uploads = upload_store
     app.state.videos = jobs
     app.state.started_at = int(time.time())
-    for module in (chat, responses, files, models, health, videos):
+    for module in (chat, responses, completions, tokenize, version, files, uploads, models, health, videos):
         app.include_router(module.router)
     if settings.playground:
         from openai_frontend import playground

@@ -2,8 +2,9 @@
 
 Everything a client can get wrong becomes an :class:`OpenAIError` with a 4xx
 status and a message naming the problem; the core's typed errors
-(:mod:`video_pipeline.errors`) map by their ``http_status``; anything else is a
-500 whose details stay in the server log, never a traceback to the client.
+(:mod:`video_pipeline.errors`) map by their ``http_status``, with the ``param`` and
+``code`` they carry; anything else is a 500 whose details stay in the server log,
+never a traceback to the client.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def from_exception(exc: BaseException, param: str | None = None) -> OpenAIError:
         status = exc.http_status
         if status >= 500 and status != 503:
             logger.error("request failed: %s", exc)
-        return OpenAIError(status, str(exc), param=param)
+        return OpenAIError(status, str(exc), param=param or exc.param, code=exc.code)
     logger.error("unexpected error", exc_info=exc)
     return OpenAIError(500, f"internal error ({type(exc).__name__}); see the server log")
 
@@ -86,7 +87,14 @@ def from_validation(exc: ValidationError, prefix: str = "") -> OpenAIError:
         return OpenAIError(400, f"{param}: required", param=param, code="missing_required_parameter")
     value = err.get("input")
     shown = "" if isinstance(value, (dict, list)) else f" (got {value!r:.80})"
-    return OpenAIError(400, f"{param}: {err.get('msg', 'invalid value')}{shown}", param=param, code="invalid_value")
+    code = "invalid_type" if is_type_error(kind) else "invalid_value"
+    return OpenAIError(400, f"{param}: {err.get('msg', 'invalid value')}{shown}", param=param, code=code)
+
+
+def is_type_error(kind: str) -> bool:
+    """Whether a pydantic error type says the value has the wrong JSON type (OpenAI's ``invalid_type``:
+    a string for a number, a number for a list, 1.5 for an integer ...) rather than a wrong value."""
+    return kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "model_attributes_type")
 
 
 # Segments pydantic adds to a location for union members and validators, not field names.

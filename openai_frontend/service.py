@@ -11,8 +11,8 @@ Nothing here knows HTTP.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
@@ -36,9 +36,12 @@ from openai_frontend.errors import OpenAIError, from_exception
 from openai_frontend.media.frames import wire_video
 from openai_frontend.media.urls import FrameList, Kind, MediaFetcher, StoredVideo, scoped_uuid
 from openai_frontend.metrics import Metrics
+from openai_frontend.retry import RetryPolicy
+from openai_frontend.sampling import named_error
 from openai_frontend.settings import Settings
+from openai_frontend.tools import tools_for_llm
 from video_pipeline import contract as C
-from video_pipeline.errors import EngineUnavailable, PipelineError
+from video_pipeline.errors import EngineUnavailable, InvalidInput, PipelineError
 from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import VideoOptions
 from video_pipeline.steps import PreprocessorStep
@@ -69,10 +72,12 @@ class ImageRef:
 
 @dataclass(frozen=True)
 class AudioRef:
-    """An audio part (input_audio as a data: URL, or audio_url): llm decodes it at the model's rate."""
+    """An audio part (input_audio as a data: URL, or audio_url): llm decodes it at the model's rate.
+    ``uuid``: as on a video part (with an empty ``url``: audio sent before with that uuid)."""
 
     url: str
     where: str
+    uuid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,18 +90,32 @@ class EmbedsRef:
     uuid: str | None = None
 
 
-Part = str | VideoRef | ImageRef | AudioRef | EmbedsRef  # a str is a text part
+@dataclass(frozen=True)
+class FileRef:
+    """A file part (chat's ``{"type": "file"}``, Responses' ``input_file``): a file id or a data: URL, read as
+    the video, image or audio the file is (:meth:`Service.prepare` resolves it before anything else)."""
+
+    url: str
+    where: str
+    audio: bool = False  # as on a video part, should the file be a video
+
+
+Part = str | VideoRef | ImageRef | AudioRef | EmbedsRef | FileRef  # a str is a text part
 
 
 @dataclass(frozen=True)
 class Turn:
-    role: str  # system | developer | user | assistant
+    role: str  # system | developer | user | assistant | tool
     content: str | list[Part]
+    extra: dict[str, Any] = field(default_factory=dict)  # tool fields: an assistant's tool_calls, a tool_call_id
 
 
 @dataclass(frozen=True)
 class Conversation:
     turns: list[Turn]
+    # extra chat-template variables (vLLM's chat_template_kwargs, with add_generation_prompt & co. merged in)
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, Any] | None = None  # tools, tool_choice, parallel_tool_calls (openai_frontend.tools)
 
     def parts(self, kind: type) -> list[Any]:
         return [p for t in self.turns if isinstance(t.content, list) for p in t.content if isinstance(p, kind)]
@@ -105,9 +124,10 @@ class Conversation:
         """The conversation with every video part taking its own audio track along (when ``on``)."""
         if not on:
             return self
-        return Conversation([Turn(t.role, t.content if isinstance(t.content, str) else
-                                  [replace(p, audio=True) if isinstance(p, VideoRef) else p for p in t.content])
-                             for t in self.turns])
+        return replace(self, turns=[replace(t, content=t.content if isinstance(t.content, str) else
+                                            [replace(p, audio=True) if isinstance(p, (VideoRef, FileRef)) else p
+                                             for p in t.content])
+                                    for t in self.turns])
 
     def llm_messages(self, scope: str = "") -> list[dict[str, Any]]:
         """The llm model's ``messages``: media parts become placeholders, filled in order; an image
@@ -115,14 +135,15 @@ class Conversation:
         out: list[dict[str, Any]] = []
         for turn in self.turns:
             if isinstance(turn.content, str):
-                out.append({"role": turn.role, "content": turn.content})
+                out.append({"role": turn.role, "content": turn.content, **turn.extra})
                 continue
             parts: list[dict[str, Any]] = []
             for p in turn.content:
                 if isinstance(p, str):
                     parts.append({"type": "text", "text": p})
                 elif isinstance(p, AudioRef):
-                    parts.append({"type": "audio"})
+                    parts.append({"type": "audio", **({C.MEDIA_UUID: scoped_uuid(scope, p.uuid, p.where)}
+                                                      if p.uuid is not None else {})})
                 else:
                     part: dict[str, Any] = {"type": "video" if isinstance(p, VideoRef) else "image"}
                     if isinstance(p, (ImageRef, EmbedsRef)) and p.uuid is not None:
@@ -130,7 +151,7 @@ class Conversation:
                     if isinstance(p, VideoRef) and p.audio:
                         part[C.USE_AUDIO_IN_VIDEO] = True
                     parts.append(part)
-            out.append({"role": turn.role, "content": parts})
+            out.append({"role": turn.role, "content": parts, **turn.extra})
         return out
 
 
@@ -161,6 +182,8 @@ class Choice:
     index: int
     text: str = ""
     finish_reason: str | None = None
+    logprobs: list[dict[str, Any]] | None = None  # its tokens' (Delta.logprobs), when asked for
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # the calls the llm's tool parser found
 
 
 @dataclass
@@ -192,6 +215,8 @@ class Service:
         ``dry_run`` (or a backend with ``frames_through_shim``): the videos are decoded now, through
         video_media, and the request's ``infos`` are their plan; else llm decodes them.
         """
+        tools = tools_for_llm(conversation.tools, self.settings, sampling)  # refused before any download
+        conversation = await self._typed_files(conversation, scope)
         videos: list[VideoRef] = conversation.parts(VideoRef)
         images: list[ImageRef] = conversation.parts(ImageRef)
         audios: list[AudioRef] = conversation.parts(AudioRef)
@@ -199,6 +224,11 @@ class Service:
         s = self.settings
         step = await self._preprocessor_step() if videos or images or audios or embeds else None
         engine = step.engine if step is not None else {}
+        visual: list[VideoRef | ImageRef | EmbedsRef] = [*videos, *images, *embeds]
+        if step is not None and visual and not step.media.takes_visual:
+            raise OpenAIError(400, f"{visual[0].where}: the model {self.model_name!r} takes no video or images "
+                              f"(a {step.media.family} model: text and audio only)", param=visual[0].where,
+                              code="unsupported_modality")
         if embeds:
             check_embeds_asked(embeds, images, engine)
         if step is not None:
@@ -228,14 +258,18 @@ class Service:
                 step.media if step is not None else MediaSettings())
             check_context(estimates, context, estimated=True)
         if audios:
-            await asyncio.to_thread(check_audio, [(a.where, d) for a, d in zip(audios, audio_data, strict=True)], s)
+            await asyncio.to_thread(check_audio, [(a.where, d) for a, d in zip(audios, audio_data, strict=True)
+                                                  if d is not None], s)
         wire = [_wire(v, d, o, scope) for v, d, o in zip(videos, video_data, options, strict=True)]
         if images:
             self.metrics.images.inc(len(images))
         common = {"request_id": request_id, "messages": conversation.llm_messages(scope), "sampling": sampling,
+                  "chat_template_kwargs": dict(conversation.template_kwargs),
+                  "tools": tools,
                   "stream": stream, "images": [bytes(b or b"") for b in image_data],  # type: ignore[arg-type]
                   "video_parts": [v.where for v in videos],
-                  **({"audios": [bytes(d) for d in audio_data], "audio_parts": [a.where for a in audios]}
+                  **({"audios": [bytes(d or b"") for d in audio_data],  # type: ignore[arg-type]
+                      "audio_parts": [a.where for a in audios]}
                      if audios else {}),
                   **({"image_embeds": [e.document for e in embeds], "embeds_parts": [e.where for e in embeds]}
                      if embeds else {})}
@@ -249,6 +283,23 @@ class Service:
         self.metrics.media_duration.observe(time.perf_counter() - started)
         self._decoded(common["video_parts"], infos, context)
         return LlmRequest(**common, frames=frames, infos=infos)
+
+    async def _typed_files(self, conversation: Conversation, scope: str) -> Conversation:
+        """Its file parts as the video, image or audio parts their files are."""
+        if not conversation.parts(FileRef):
+            return conversation
+
+        async def typed(p: Part) -> Part:
+            if not isinstance(p, FileRef):
+                return p
+            kind = await asyncio.to_thread(self.fetcher.kind_of, p.url, p.where, scope)
+            if kind == "video":
+                return VideoRef(url=p.url, where=p.where, audio=p.audio)
+            return ImageRef(url=p.url, where=p.where) if kind == "image" else AudioRef(url=p.url, where=p.where)
+
+        return replace(conversation, turns=[t if isinstance(t.content, str) else
+                                            replace(t, content=[await typed(p) for p in t.content])
+                                            for t in conversation.turns])
 
     async def _fetch(self, ref: VideoRef | ImageRef | AudioRef, kind: Kind, scope: str, attachments: Mapping[str, Path] | None,
                      budget: RequestBudget) -> bytes | FrameList | StoredVideo | None:
@@ -295,29 +346,49 @@ class Service:
     @staticmethod
     def _media_error(exc: PipelineError, parts: list[str], audio_parts: list[str] | None = None,
                      embeds_parts: list[str] | None = None) -> OpenAIError:
-        """The media model's message, naming the part it is about (it numbers the videos it got, and
-        llm numbers the audio and image_embeds parts)."""
+        """The media model's refusal, naming the part it is about: the error says which item of which
+        kind (its ``kind`` and ``index``: the videos in request order, and llm's audio and image_embeds
+        parts); one about the videos of a request with one video names that video."""
         err = from_exception(exc)
         if err.status >= 500:
             return err
-        m = re.match(r"(video|audio|image_embeds) (\d+): ", err.message)
-        if m and m[1] != "video":
-            parts = (audio_parts if m[1] == "audio" else embeds_parts) or []
-        if m and (len(parts) > 1 or m[1] != "video") and int(m[2]) < len(parts):
-            where, err.message = parts[int(m[2])], err.message[m.end():]
-        elif len(parts) == 1:
-            where = parts[0]
+        items = {"video": parts, "audio": audio_parts or [], "image_embeds": embeds_parts or []}.get(
+            exc.kind or "video", [])
+        if exc.index is not None and exc.index < len(items):
+            where, detail = items[exc.index], exc.detail
+        elif exc.index is None and len(items) == 1:
+            where, detail = items[0], err.message
         else:
             return err
         err.param = where
-        err.message = f"{where}: {err.message}"
+        err.message = f"{where}: {detail}"
         return err
 
     async def generate(self, request: LlmRequest) -> AsyncIterator[Delta]:
         """The llm model's deltas; an ``abort`` finish (server shutting down) becomes an error.
 
         When llm decodes the videos, its video_info response fills ``request.infos`` (and is not
-        passed on), and a media refusal becomes the part's 4xx, as a dry run would answer it."""
+        passed on), and a media refusal becomes the part's 4xx, as a dry run would answer it.
+        A request tritonserver refuses as unavailable before any text arrived is sent again, as the
+        retry policy allows (``triton_retries``), under a new request id: nothing was streamed yet."""
+        policy = RetryPolicy(self.settings.triton_retries, self.settings.retry_backoff_s)
+        for retry in itertools.count():
+            attempt = request if retry == 0 else replace(request, request_id=f"{request.request_id}-retry{retry}")
+            answered = False
+            try:
+                async with aclosing(self._generate_once(attempt)) as deltas:
+                    async for delta in deltas:
+                        answered = True
+                        yield delta
+                return
+            except EngineUnavailable as exc:
+                if answered or not exc.transient or retry >= policy.retries:
+                    raise
+                wait = policy.wait_s(retry)
+                logger.warning("request %s: %s; trying again in %.2f s", request.request_id, exc, wait)
+            await asyncio.sleep(wait)
+
+    async def _generate_once(self, request: LlmRequest) -> AsyncIterator[Delta]:
         started = time.perf_counter()
         # Every layer closes the iterator it consumes: an async generator left suspended at a
         # yield is only closed by the garbage collector, and until then the Triton request runs.
@@ -331,11 +402,14 @@ class Service:
                         request.infos[:] = delta.video_info  # the routers hold this list: their video_plan
                         continue
                     if delta.finish_reason == "abort":
-                        raise EngineUnavailable("generation was aborted by the server (shutting down?)")
+                        raise EngineUnavailable("generation was aborted by the server (shutting down?)",
+                                                transient=False)
                     yield delta
             except MediaFailed as exc:
                 raise self._media_error(exc.error, request.video_parts, request.audio_parts,
                                         request.embeds_parts) from None
+            except InvalidInput as exc:  # a refused structured_outputs / logit_bias ...: named as the client sent it
+                raise named_error(client_named(exc, request.sampling), request.sampling) from None
 
     async def start_stream(self, request: LlmRequest) -> AsyncIterator[Delta]:
         """The llm model's deltas once the first has arrived, so that errors the model finds
@@ -358,6 +432,9 @@ class Service:
             async for delta in deltas:
                 choice = choices.setdefault(delta.index, Choice(index=delta.index))
                 choice.text += delta.text
+                if delta.logprobs is not None:
+                    choice.logprobs = (choice.logprobs or []) + delta.logprobs
+                choice.tool_calls += delta.tool_calls or []
                 if delta.finish_reason:
                     choice.finish_reason = delta.finish_reason
                 usage.add(delta)
@@ -416,3 +493,16 @@ def check_embeds_asked(embeds: list[EmbedsRef], images: list[ImageRef], engine: 
     if images:
         raise OpenAIError(400, f"{embeds[0].where}: mixing raw image and embedding inputs is not allowed",
                           param=embeds[0].where, code="invalid_value")
+
+
+#: llm inputs whose refusals name them, as OpenAI's API names the same thing (a raw prompt is completions' prompt).
+_CLIENT_NAMES = {C.TEXT_INPUT: "prompt"}
+
+
+def client_named(exc: PipelineError, sampling: Mapping[str, Any]) -> PipelineError:
+    """``exc`` with its ``param`` (a sampling key or an llm input, as the llm model names it) as the client
+    sent it, where the request's :class:`~openai_frontend.sampling.Sampling` recorded the client's name for
+    that key (``max_completion_tokens`` for ``max_tokens`` ...)."""
+    if exc.param is not None:
+        exc.param = getattr(sampling, "params", {}).get(exc.param, _CLIENT_NAMES.get(exc.param, exc.param))
+    return exc

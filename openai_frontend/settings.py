@@ -1,8 +1,9 @@
 """Every setting of the OpenAI shim, declared once: env var, CLI flag, default, one-line doc.
 
-Precedence: flag > environment > default. ``Settings`` is frozen and validated
-when built, so a bad value stops the server at start with a message naming the
-setting, never later in a request.
+Precedence: flag > environment > default. ``Settings`` is a frozen pydantic-settings model,
+validated when built, so a bad value stops the server at start with a message naming the
+setting, never later in a request. ``Settings(...)`` takes the values it is given (and the
+defaults); :meth:`Settings.load` adds the ``VLT_*`` environment and the command-line flags.
 """
 
 from __future__ import annotations
@@ -12,26 +13,32 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
 from openai_frontend.media.netpolicy import parse_allow_rules, parse_domains
+from openai_frontend.tools import check_settings as check_tool_settings
 
 ENV_PREFIX = "VLT_"
 
 _MIB = 1024 * 1024
 # Settings where 0 means "off" rather than a mistake.
-_ZERO_OK = {"files_ttl_s", "max_context_tokens", "videos_ttl_s"}
+_ZERO_OK = {"files_ttl_s", "max_context_tokens", "videos_ttl_s", "fetch_retries", "triton_retries"}
 
 
 def _setting(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
+    return Field(default=default, description=doc)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """What the shim needs to serve; see :data:`DOCS` or ``python -m openai_frontend --help``."""
+
+    # Unknown names are mistakes; env_ignore_empty: VLT_X= is the same as not setting VLT_X.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid",
+                                      protected_namespaces=())
 
     host: str = _setting("127.0.0.1", "address the OpenAI-compatible HTTP server binds")
     port: int = _setting(8080, "port of the OpenAI-compatible HTTP server")
@@ -62,6 +69,14 @@ class Settings:
     fetch_connect_timeout_s: float = _setting(10.0, "timeout of resolving and connecting to a media host")
     fetch_timeout_s: float = _setting(30.0, "timeout of each read while downloading http(s) media")
     fetch_total_timeout_s: float = _setting(120.0, "timeout of one whole media download, redirects and waiting included")
+    fetch_retries: int = _setting(
+        2, "times a media download is tried again when the server answers 5xx/408/429 or the connection fails "
+        "before the body (within fetch_total_timeout_s); 0: never"
+    )
+    retry_backoff_s: float = _setting(
+        0.5, "first wait before a retry (media downloads, tritonserver unavailable); doubled each time, "
+        "jittered, at most 5 s, at least a server's Retry-After"
+    )
     fetch_concurrency: int = _setting(32, "most media downloads this server runs at once (all requests)")
     fetch_concurrency_per_request: int = _setting(4, "most media downloads one request runs at once")
     fetch_concurrency_per_host: int = _setting(4, "most media downloads at once from one media host")
@@ -89,6 +104,10 @@ class Settings:
     triton_metrics_port: int = _setting(0, "loopback metrics port of the tritonserver the launcher starts; 0: a free one")
     triton_log_file: str = _setting("", "where the launcher writes tritonserver's log; empty: a temporary file")
     triton_timeout_s: float = _setting(600.0, "timeout of one media inference in tritonserver")
+    triton_retries: int = _setting(
+        2, "times a generation tritonserver refused as unavailable before answering anything is tried again; "
+        "0: never"
+    )
     triton_files_dir: str = _setting(
         "", "where tritonserver's video_decoder sees files_dir (its media_root or below): uploaded videos then go "
         "to it by path, not by bytes over gRPC; empty: bytes (the launcher sets both when it starts tritonserver)"
@@ -124,20 +143,45 @@ class Settings:
     videos_lease_s: float = _setting(
         30.0, "seconds a replica's claim on a running video job lasts unless renewed (database_url only)"
     )
+    # --- tool calling (README "Tools"): vLLM's --tool-call-parser and --enable-auto-tool-choice ---
+    tool_call_parser: str = _setting(
+        "", "vLLM tool parser of the served model's tool calls (hermes for Qwen); the llm model runs it on the "
+        "output; empty: none (tool_choice required and named functions still work, through a JSON grammar)"
+    )
+    enable_auto_tool_choice: bool = _setting(
+        False, "let the model choose whether to call tools (tool_choice auto, the default with tools); needs "
+        "tool_call_parser"
+    )
     log_level: str = _setting("info", "log level of the shim (debug, info, warning, error)")
     log_format: str = _setting(
         "text", "log lines of the shim and the Triton models it starts: text or json (one object per line)"
     )
     playground: bool = _setting(False, "serve the web playground (upload or link a video, ask, generate) at /playground")
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("port"):
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ValueError(_describe(exc)) from None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The values given, nothing else: the environment is read by load() alone (from the mapping it gets).
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name.endswith("port"):
                 if not 0 <= value < 65536:
-                    raise ValueError(f"setting {f.name} must be 0..65535, got {value}")
-            elif f.type in ("int", "float") and not (value > 0 or (f.name in _ZERO_OK and value == 0)):
-                raise ValueError(f"setting {f.name} must be positive, got {value!r}")
+                    raise ValueError(f"setting {name} must be 0..65535, got {value}")
+            elif info.annotation in (int, float) and not (value > 0 or (name in _ZERO_OK and value == 0)):
+                raise ValueError(f"setting {name} must be positive, got {value!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ValueError(f"setting log_level must be debug|info|warning|error, got {self.log_level!r}")
         if self.log_format not in ("text", "json"):
@@ -153,7 +197,9 @@ class Settings:
         if self.allowed_local_media_path and not Path(self.allowed_local_media_path).is_dir():
             raise ValueError(f"setting allowed_local_media_path is not a directory: {self.allowed_local_media_path}")
         parse_triton_urls(self.triton_url)
+        check_tool_settings(self.tool_call_parser, self.enable_auto_tool_choice)
         self._check_stores()
+        return self
 
     def _check_stores(self) -> None:
         if self.files_backend not in ("local", "s3"):
@@ -184,23 +230,42 @@ class Settings:
 
     @classmethod
     def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-        """Defaults, overridden by ``VLT_*`` environment variables, overridden by flags."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(env_name(f.name))
-            if raw is not None and raw != "":
-                values[f.name] = _parse(f.name, str(f.type), raw)
-        parser = build_parser()
-        args = parser.parse_args(list(argv) if argv is not None else [])
-        for f in fields(cls):
-            value = getattr(args, f.name)
-            if value is not None:
-                values[f.name] = value
+        """Defaults, overridden by ``VLT_*`` variables of ``environ`` (default: the process's
+        environment), overridden by flags in ``argv``."""
+        values = _EnvironSource(cls, os.environ if environ is None else environ)()
+        args = build_parser().parse_args(list(argv) if argv is not None else [])
+        values.update({name: value for name, value in vars(args).items() if value is not None})
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+        """A copy with ``changes``, validated again."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source, over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # the one hook that reads os.environ; names matched case-insensitively, empty values unset
+        return {key.lower(): value for key, value in self._environ.items() if value != ""}
+
+
+def _describe(exc: ValidationError) -> str:
+    """A ValidationError as one clause per problem, each naming the setting (and its env var and flag)."""
+    lines = []
+    for err in exc.errors():
+        if err["type"] == "value_error" and not err["loc"]:  # our own checks: their message as written
+            lines.append(str(err["ctx"]["error"]))
+            continue
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        where = f" ({env_name(name)}, {flag_name(name)})" if name in Settings.model_fields else ""
+        got = f", got {err['input']!r}" if err["type"] != "extra_forbidden" else " (no such setting)"
+        lines.append(f"setting {name}{where}: {err['msg']}{got}")
+    return "; ".join(lines)
 
 
 def env_name(name: str) -> str:
@@ -213,7 +278,8 @@ def flag_name(name: str) -> str:
 
 #: setting -> (env var, flag, default, doc), for documentation and --help.
 DOCS: dict[str, tuple[str, str, Any, str]] = {
-    f.name: (env_name(f.name), flag_name(f.name), f.default, f.metadata["doc"]) for f in fields(Settings)
+    name: (env_name(name), flag_name(name), info.default, info.description or "")
+    for name, info in Settings.model_fields.items()
 }
 
 
@@ -222,14 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m openai_frontend",
         description="Start tritonserver (unless --triton-url is given) and the OpenAI-compatible shim.",
     )
-    for f in fields(Settings):
-        env, flag, default, doc = DOCS[f.name]
+    for name, info in Settings.model_fields.items():
+        env, flag, default, doc = DOCS[name]
         help_ = f"{doc} (env {env}, default {default!r})"
-        if f.type == "bool":
-            p.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_)
+        if info.annotation is bool:
+            p.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_)
         else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, dest=f.name, default=None, type=kind, help=help_)
+            kind = info.annotation if info.annotation in (int, float) else str
+            p.add_argument(flag, dest=name, default=None, type=kind, help=help_)
     return p
 
 
@@ -265,20 +331,3 @@ def served_model_name_from(model_repository: Path) -> str:
     if isinstance(name, list):  # vLLM accepts a list; the first name is the one it reports
         name = name[0] if name else "llm"
     return str(name)
-
-
-def _parse(name: str, kind: str, raw: str) -> Any:
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError:
-        raise ValueError(f"{env_name(name)} must be a number, got {raw!r}") from None
-    if kind == "bool":
-        if raw.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.strip().lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{env_name(name)} must be true or false, got {raw!r}")
-    return raw

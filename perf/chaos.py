@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perf.results import replace_section  # noqa: E402
+from perf.shim_traced import rollup  # noqa: E402
 from tests.videos import ClipSpec, make_frame, make_video  # noqa: E402
+from video_pipeline.cache import SERVER_DIR_PREFIX  # noqa: E402
 from video_pipeline.launch import free_port, session_members  # noqa: E402
 
 logger = logging.getLogger("chaos")
@@ -62,8 +64,9 @@ LONG = {"max_tokens": 3000, "temperature": 0, "ignore_eos": True}
 class Shim:
     """``python -m openai_frontend`` in its own process group; with ``triton_url`` empty it starts tritonserver."""
 
-    def __init__(self, name: str, work: Path, files_dir: Path, triton_url: str = "") -> None:
+    def __init__(self, name: str, work: Path, files_dir: Path, triton_url: str = "", trace_dir: str = "") -> None:
         self.name, self.work, self.files_dir, self.triton_url = name, work, files_dir, triton_url
+        self.trace_dir = trace_dir  # non-empty: run under perf/shim_traced.py (tracemalloc snapshots there)
         self.log = work / f"{name}.log"
         self.triton_log = work / f"{name}-tritonserver.log"
         self.proc: subprocess.Popen | None = None
@@ -80,7 +83,10 @@ class Shim:
                "VLT_TRITON_LOG_FILE": str(self.triton_log), "VLT_LOG_LEVEL": "info", "OMP_NUM_THREADS": "1",
                "VLLM_CACHE_ROOT": str(ROOT / ".cache" / "vllm"), "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
         env.pop("VLT_TRITON_URL", None)
-        cmd = [sys.executable, "-m", "openai_frontend", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "openai_frontend"]
+        if self.trace_dir:
+            cmd = [sys.executable, str(ROOT / "perf" / "shim_traced.py"), "--trace-dir", self.trace_dir, "--"]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         if self.triton_url:
             cmd += ["--triton-url", self.triton_url]
         started = time.monotonic()
@@ -229,6 +235,7 @@ class Row:
 class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)  # markdown after the notes (the soak's memory tables)
 
     def add(self, case: str, result: str, ok: bool, ci: str) -> None:
         logger.info("%s %s: %s", "PASS" if ok else "FAIL", case, result)
@@ -464,15 +471,266 @@ class Soak:
                 self.errors_5xx.append(f"{kind} {what}: {status} {body[:300]}")
 
 
-def rss(shim: Shim) -> dict[str, int]:
-    """Resident bytes: the shim, tritonserver, and every process below tritonserver (stubs, vLLM's EngineCore)."""
+MIB = 1024 * 1024
+#: What is sampled per process (bytes): resident, proportional (shared pages split between their users), unique
+#: (private pages: what the process alone costs), and the resident share of shared memory (/dev/shm: Triton's
+#: stub <-> server regions, the decoder's media cache; counted in RSS, not a leak of the process).
+MEM_KINDS = ("rss", "pss", "uss", "shmem", "anon")
+
+
+def mem_of(pid: int) -> dict[str, int]:
+    """``/proc/<pid>/smaps_rollup`` (one kernel walk of the process's mappings) -> :data:`MEM_KINDS`."""
+    m = rollup(pid)
+    return {"rss": m.get("Rss", 0), "pss": m.get("Pss", 0),
+            "uss": m.get("Private_Clean", 0) + m.get("Private_Dirty", 0), "shmem": m.get("Pss_Shmem", 0),
+            "anon": m.get("Anonymous", 0)}
+
+
+def proc_label(proc: psutil.Process) -> str:
+    """A name for a process below tritonserver: a Python backend stub by its model instance (``llm_0_0``: the
+    stub's command line names it), vLLM's processes by the title they set (``VLLM::EngineCore``)."""
+    cmd = proc.cmdline()
+    if cmd and cmd[0].endswith("triton_python_backend_stub"):
+        instance = next((a for a in cmd[3:] if re.fullmatch(r"[A-Za-z][\w-]*_\d+_\d+", a)), "")
+        return f"stub {instance or Path(cmd[1]).parent.parent.name}"
+    if any("resource_tracker" in a for a in cmd):
+        return "resource tracker"
+    return (cmd[0].split()[0] if cmd and cmd[0].startswith("VLLM::") else proc.name())[:32]
+
+
+def processes(shim: Shim) -> dict[str, int]:
+    """label -> pid: the shim, tritonserver, and every process below tritonserver (stubs, vLLM's EngineCore)."""
     triton = shim.tritonserver()
-    stubs = 0
+    found = {"shim": shim.proc.pid, "tritonserver": triton.pid}
     for p in triton.children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            stubs += p.memory_info().rss
-    return {"shim": psutil.Process(shim.proc.pid).memory_info().rss, "tritonserver": triton.memory_info().rss,
-            "model stubs": stubs}
+            label = proc_label(p)
+            n = 2
+            while label in found:
+                label, n = f"{proc_label(p)} #{n}", n + 1
+            found[label] = p.pid
+    return found
+
+
+def dir_bytes(path: Path) -> int | None:
+    """Bytes a folder holds in memory or on disk (allocated blocks of its files, recursively); None if absent."""
+    if not path.is_dir():
+        return None
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def shm_regions(shim: Shim) -> int:
+    """Bytes of the Python backend's stub <-> server shared memory regions (``/dev/shm/<region>``, named by each
+    stub's command line; they grow by --shm-growth-byte-size and never shrink)."""
+    total = 0
+    with contextlib.suppress(psutil.Error):
+        for p in shim.tritonserver().children():
+            with contextlib.suppress(psutil.Error, OSError, IndexError):
+                cmd = p.cmdline()
+                if cmd[0].endswith("triton_python_backend_stub"):
+                    total += os.stat(f"/dev/shm/{cmd[2]}").st_blocks * 512
+    return total
+
+
+@dataclass
+class MemSample:
+    t: float  # seconds since the load started (0: just before)
+    procs: dict[str, dict[str, int]]  # label -> MEM_KINDS
+    pids: dict[str, int]
+    cache_bytes: float | None  # the decoder's media cache (its folder /dev/shm/vlt-media-cache-<tritonserver pid>)
+    shm_bytes: float  # the stubs' shared memory regions with tritonserver
+
+
+class MemSampler:
+    """Samples :func:`mem_of` for :func:`processes` every ``every_s`` in a thread, from ``start()`` to ``stop()``."""
+
+    def __init__(self, shim: Shim, every_s: float, smaps_dir: str = "", warmup_s: float = 0.0) -> None:
+        self.shim, self.every_s = shim, every_s
+        self.smaps_dir, self.warmup_s = Path(smaps_dir) if smaps_dir else None, warmup_s
+        self._dumped_warm = False
+        self.samples: list[MemSample] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mem-sampler", daemon=True)
+        self._began = 0.0
+
+    def sample(self) -> None:
+        t = time.monotonic() - self._began
+        try:
+            pids = processes(self.shim)
+        except (psutil.Error, ValueError) as exc:
+            self.errors.append(f"{t:.0f} s: {exc!r}")
+            return
+        procs = {}
+        for label, pid in pids.items():
+            with contextlib.suppress(OSError):
+                procs[label] = mem_of(pid)
+        cache = dir_bytes(Path("/dev/shm") / f"{SERVER_DIR_PREFIX}{pids['tritonserver']}")
+        self.samples.append(MemSample(t, procs, pids, cache, shm_regions(self.shim)))
+        if self.smaps_dir is not None and ((t >= self.warmup_s and not self._dumped_warm) or self._stop.is_set()):
+            self._dumped_warm = True
+            self.dump_smaps("end" if self._stop.is_set() else "warm", pids)
+        logger.info("memory at %.0f s: %s", t, ", ".join(f"{k} {v['rss'] / MIB:.0f}" for k, v in procs.items()))
+
+    def dump_smaps(self, when: str, pids: dict[str, int]) -> None:
+        """``/proc/<pid>/smaps`` of every process into ``smaps_dir/<when>-<label>.smaps`` (perf/smaps_diff.py)."""
+        self.smaps_dir.mkdir(parents=True, exist_ok=True)
+        for label, pid in pids.items():
+            with contextlib.suppress(OSError):
+                name = re.sub(r"[^\w.-]+", "_", label)
+                (self.smaps_dir / f"{when}-{name}.smaps").write_text(Path(f"/proc/{pid}/smaps").read_text())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def start(self) -> None:
+        self._began = time.monotonic()
+        self.sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        self.sample()  # the end: the load's last moment
+
+
+def malloc_trim(pid: int) -> bool:
+    """Calls glibc's ``malloc_trim(0)`` inside process ``pid`` (gdb attaches for a second, libc symbols only):
+    free heap pages glibc keeps go back to the kernel, so RSS that drops was free memory, not a leak."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return False
+    done = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-iex", "set auto-solib-add off",
+                           "-ex", r"sharedlibrary libc\.so", "-ex", "call (int)malloc_trim(0)"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    return "$1 = " in done.stdout
+
+
+def trim_probe(pids: dict[str, int], settle_s: float = 5.0) -> dict[str, tuple[int, int]]:
+    """label -> (RSS idle, RSS idle after malloc_trim(0)), once the load has stopped; {} without gdb."""
+    if shutil.which("gdb") is None:
+        return {}
+    time.sleep(settle_s)
+    out = {}
+    for label, pid in pids.items():
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            idle = mem_of(pid)["rss"]
+            if malloc_trim(pid):
+                out[label] = (idle, mem_of(pid)["rss"])
+    return out
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, y) points (0 for fewer than 2)."""
+    if len(points) < 2:
+        return 0.0
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return "".join(SPARKS[min(7, int((v - lo) / (hi - lo) * 8))] if hi > lo else SPARKS[0] for v in values)
+
+
+@dataclass
+class MemRow:
+    label: str
+    start: float  # MiB of ``kind``
+    warm: float
+    end: float
+    slope_mib_min: float  # after the warm-up
+    per_hour_pct: float  # that slope over an hour, relative to ``warm``
+    flat: bool
+    spark: str
+    pss_end: float
+    uss_end: float
+    shmem_end: float
+
+
+def mem_rows(samples: list[MemSample], warmup_s: float, kind: str = "rss", limit: float = 0.10) -> list[MemRow]:
+    """Per process: ``kind`` at the start, after the warm-up (the first sample at or past ``warmup_s``), at the end;
+    the least-squares slope from the warm-up on; flat when warm -> end is within ``limit`` or the slope
+    extrapolates to less than ``limit`` per hour. Processes not present in every sample (restarted) are not
+    flat."""
+    first, last = samples[0], samples[-1]
+    warm = next((s for s in samples if s.t >= warmup_s), last)
+    after = [s for s in samples if s.t >= warm.t]
+    rows = []
+    for label in last.procs:
+        series = [s.procs[label][kind] / MIB for s in samples if label in s.procs]
+        same = all(s.pids.get(label) == last.pids[label] for s in samples)
+        if label not in first.procs or label not in warm.procs:
+            continue
+        start, w, end = (first.procs[label][kind] / MIB, warm.procs[label][kind] / MIB, last.procs[label][kind] / MIB)
+        per_min = slope([(s.t / 60, s.procs[label][kind] / MIB) for s in after if label in s.procs])
+        per_hour = per_min * 60 / w if w else 0.0
+        flat = same and (abs(end - w) <= limit * w or per_hour < limit)
+        end_mem = last.procs[label]
+        rows.append(MemRow(label, start, w, end, per_min, per_hour * 100, flat, sparkline(series),
+                           end_mem["pss"] / MIB, end_mem["uss"] / MIB, end_mem["shmem"] / MIB))
+    return rows
+
+
+def mem_tables(samples: list[MemSample], warmup_s: float, trimmed: dict[str, tuple[int, int]] | None = None,
+               max_rows: int = 16) -> str:
+    """Markdown: per process start / warm / end / slope / flat (RSS), then the series (RSS MiB) over time."""
+    rows = mem_rows(samples, warmup_s)
+    trimmed = trimmed or {}
+    warm_t = next((s.t for s in samples if s.t >= warmup_s), samples[-1].t)
+    lines = [f"Memory per process ({len(samples)} samples, {samples[1].t - samples[0].t if len(samples) > 1 else 0:.0f} s "
+             f"apart; MiB; *warm* = {warm_t:.0f} s into the load; slope: least squares over the samples from warm to "
+             "the end; flat = warm -> end within 10 % or a slope under 10 %/h; PSS/USS/shmem/anonymous at the end; "
+             "idle -> trimmed: RSS 5 s after the load stopped, then after glibc's malloc_trim(0) in the process):", "",
+             "| process | start | warm | end | start -> end | warm -> end | slope after warm | per hour | flat | "
+             "PSS | USS | shmem | anon | idle -> trimmed | RSS series |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    last = samples[-1].procs
+    for r in rows:
+        idle = trimmed.get(r.label)
+        trim_s = f"{idle[0] / MIB:.0f} -> {idle[1] / MIB:.0f}" if idle else ""
+        lines.append(f"| {r.label} | {r.start:.0f} | {r.warm:.0f} | {r.end:.0f} | {(r.end - r.start) / r.start * 100:+.1f} % | "
+                     f"{(r.end - r.warm) / r.warm * 100:+.1f} % | {r.slope_mib_min:+.2f} MiB/min | {r.per_hour_pct:+.1f} % | "
+                     f"{'yes' if r.flat else '**no**'} | {r.pss_end:.0f} | {r.uss_end:.0f} | {r.shmem_end:.0f} | "
+                     f"{last[r.label]['anon'] / MIB:.0f} | {trim_s} | `{r.spark}` |")
+    total = [sum(p["pss"] for p in s.procs.values()) / MIB for s in samples]
+    lines.append(f"| all (sum of PSS) | {total[0]:.0f} | "
+                 f"{total[samples.index(next((s for s in samples if s.t >= warmup_s), samples[-1]))]:.0f} | "
+                 f"{total[-1]:.0f} | {(total[-1] - total[0]) / total[0] * 100:+.1f} % | | | | | | | | | | `{sparkline(total)}` |")
+    step = max(1, -(-len(samples) // max_rows))
+    picked = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
+    labels = [r.label for r in rows]
+    lines += ["", "RSS (MiB) over the soak; *cache*: the decoder's media cache (its /dev/shm folder, MiB; cap: "
+              "video_decoder's cache_max_bytes); *shm*: the stubs' shared memory regions with tritonserver (MiB):", "",
+              "| s | " + " | ".join(labels) + " | cache | shm |", "|---" * (len(labels) + 3) + "|"]
+    for s in picked:
+        cells = [f"{s.procs[k]['rss'] / MIB:.0f}" if k in s.procs else "" for k in labels]
+        cache = f"{s.cache_bytes / MIB:.0f}" if s.cache_bytes is not None else ""
+        lines.append(f"| {s.t:.0f} | " + " | ".join(cells) + f" | {cache} | {s.shm_bytes / MIB:.0f} |")
+    return "\n".join(lines)
+
+
+def write_series(path: Path, samples: list[MemSample]) -> None:
+    """Every sample, one row per (time, process): seconds, label, pid, then :data:`MEM_KINDS` in bytes."""
+    with open(path, "w") as out:
+        out.write("\t".join(("seconds", "process", "pid", *MEM_KINDS, "media_cache_bytes", "shm_region_bytes"))
+                  + "\n")
+        for s in samples:
+            for label, mem in s.procs.items():
+                out.write("\t".join((f"{s.t:.1f}", label, str(s.pids[label]), *(str(mem[k]) for k in MEM_KINDS),
+                                      "" if s.cache_bytes is None else f"{s.cache_bytes:.0f}",
+                                      f"{s.shm_bytes:.0f}")) + "\n")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -480,7 +738,8 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concurrency: int) -> None:
+def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concurrency: int, warmup_s: float = 120.0,
+              sample_s: float = 20.0, series_tsv: str = "", smaps_dir: str = "", trim: bool = True) -> None:
     setup = httpx.Client(base_url=shim.url, timeout=120)
     file_id = upload(setup, clip).json()["id"]
     frames = jpeg_frames()
@@ -537,38 +796,51 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
                 soak.health_missed.append(repr(exc))
             soak.health.append(time.monotonic() - started)
 
-    warmup_s = min(30.0, duration_s / 5)
+    warmup_s = min(warmup_s, duration_s / 2)
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
     threads.append(threading.Thread(target=poller, daemon=True))
+    sampler = MemSampler(shim, sample_s, smaps_dir, min(warmup_s, duration_s / 2))
+    sampler.start()  # the first sample: before the load
     began = time.monotonic()
     for t in threads:
         t.start()
-    time.sleep(warmup_s)
-    start_rss = rss(shim)
-    time.sleep(max(0.0, duration_s - warmup_s) / 2)
-    mid_rss = rss(shim)
-    time.sleep(max(0.0, duration_s - warmup_s) / 2)
-    end_rss = rss(shim)
+    time.sleep(duration_s)
+    sampler.stop()  # the last sample: still under load
     stop.set()
     for t in threads:
         t.join(150)
     elapsed = time.monotonic() - began
+    trimmed = trim_probe(sampler.samples[-1].pids) if trim else {}
     good_lat = [x for k, v in soak.latencies.items() if k != "bad input" for x in v]
     total = sum(sum(v.values()) for v in soak.statuses.values())
     counts = {k: dict(sorted(v.items())) for k, v in soak.statuses.items()}
-    growth = {k: (end_rss[k] - start_rss[k]) / start_rss[k] for k in start_rss}
-    flat = all(abs(g) <= 0.10 for g in growth.values())
-    mib = 1024 * 1024
-    rss_s = "; ".join(f"{k} {start_rss[k] / mib:.0f} -> {mid_rss[k] / mib:.0f} -> {end_rss[k] / mib:.0f} MiB ({growth[k] * 100:+.1f} %)"
-                      for k in start_rss)
+    rows = mem_rows(sampler.samples, warmup_s)
+    flat = bool(rows) and all(r.flat for r in rows) and not sampler.errors
+    rss_s = "; ".join(f"{r.label} {r.start:.0f} -> {r.warm:.0f} -> {r.end:.0f} MiB ({r.slope_mib_min:+.2f} MiB/min = "
+                      f"{r.per_hour_pct:+.1f} %/h after warm-up)" for r in rows)
     ok = not soak.errors_5xx and not soak.health_missed and not soak.transport and flat
     report.add(f"5. soak {duration_s / 60:.1f} min at concurrency {concurrency}",
                f"{total} requests in {elapsed:.0f} s ({total / elapsed:.1f}/s); 5xx: {len(soak.errors_5xx)}; "
                f"failed good requests (transport or 4xx): {len(soak.transport)}; p50 {pct(good_lat, 0.5):.2f} s, "
                f"p99 {pct(good_lat, 0.99):.2f} s (good requests); /health: {len(soak.health)} checks, "
                f"{len(soak.health_missed)} unanswered (2 s timeout), max {max(soak.health, default=0) * 1000:.0f} ms; "
-               f"RSS (after {warmup_s:.0f} s of load -> half-way -> end): {rss_s}: {'flat within 10 %' if flat else 'NOT flat'}",
+               f"RSS (before the load -> after {warmup_s:.0f} s of warm-up -> end): {rss_s}: "
+               f"{'every process flat after the warm-up' if flat else 'NOT flat'}"
+               f"{' (shim traced by tracemalloc: not the soak latency)' if shim.trace_dir else ''}",
                ok, "none (too long for CI); the bad-input corpus runs in tests/e2e/test_bad_input_corpus.py")
+    report.blocks.append(mem_tables(sampler.samples, warmup_s, trimmed))
+    if smaps_dir:
+        from perf.smaps_diff import diff
+
+        for label in sampler.samples[-1].pids:
+            name = re.sub(r"[^\w.-]+", "_", label)
+            before, after = Path(smaps_dir) / f"warm-{name}.smaps", Path(smaps_dir) / f"end-{name}.smaps"
+            if before.exists() and after.exists():
+                logger.info("%s, warm -> end: %s", label, diff(before, after, top=8))
+    if series_tsv:
+        write_series(Path(series_tsv), sampler.samples)
+    for err in sampler.errors[:5]:
+        report.notes.append(f"Memory sampler: {err}")
     per_kind = ", ".join(f"{k}: {v} (p50 {pct(soak.latencies[k], 0.5):.2f} s, p99 {pct(soak.latencies[k], 0.99):.2f} s)"
                          for k, v in counts.items())
     report.notes.append(f"Soak requests by kind -> statuses: {per_kind}.")
@@ -585,12 +857,23 @@ def table(report: Report, meta: str) -> str:
     lines = [meta, "", "| case | result | pass | covered in CI by |", "|---|---|---|---|"]
     for row in report.rows:
         lines.append(f"| {row.case} | {row.result.replace('|', '/')} | {'yes' if row.ok else '**no**'} | {row.ci} |")
-    return "\n".join(lines + [""] + [f"- {n}" for n in report.notes])
+    lines += [""] + [f"- {n}" for n in report.notes]
+    for block in report.blocks:
+        lines += ["", block]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--soak-s", type=float, default=300.0, help="soak duration in seconds")
+    parser.add_argument("--soak-warmup-s", type=float, default=120.0,
+                        help="seconds of load before the memory baseline (at most half the soak)")
+    parser.add_argument("--sample-s", type=float, default=20.0, help="seconds between memory samples")
+    parser.add_argument("--series-tsv", default="", help="also write every memory sample to this file")
+    parser.add_argument("--trace-shim", default="", help="run the shim under perf/shim_traced.py, snapshots here")
+    parser.add_argument("--smaps-dir", default="", help="dump every process's smaps here at warm-up and end, and log "
+                        "where each grew (perf/smaps_diff.py)")
+    parser.add_argument("--no-trim-probe", action="store_true", help="skip malloc_trim(0) (by gdb) after the soak")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--upload-mb", type=int, default=500, help="size of the upload cut by the shim's kill")
     parser.add_argument("--cases", default="1,2,3,4,5", help="which cases to run (comma-separated numbers)")
@@ -603,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     work = Path(tempfile.mkdtemp(prefix="vlt-chaos-"))
     clip = make_video(ClipSpec(width=160, height=120, fps=10, num_frames=40, gop=10))
-    shim = Shim("shim", work, work / "files")
+    shim = Shim("shim", work, work / "files", trace_dir=args.trace_shim)
     report, sids, began = Report(), [], time.monotonic()
     try:
         logger.info("starting the shim and its tritonserver (work dir %s)", work)
@@ -613,7 +896,9 @@ def main(argv: list[str] | None = None) -> int:
         steps = [(1, lambda: case_kill_tritonserver(shim, report)), (2, lambda: case_disconnect(shim, report)),
                  (3, lambda: case_full_disk(shim, work, report, clip)),
                  (4, lambda: case_kill_shim_mid_upload(shim, report, clip, args.upload_mb)),
-                 (5, lambda: case_soak(shim, report, clip, args.soak_s, args.concurrency))]
+                 (5, lambda: case_soak(shim, report, clip, args.soak_s, args.concurrency, args.soak_warmup_s,
+                                       args.sample_s, args.series_tsv, args.smaps_dir,
+                                       not args.no_trim_probe))]
         for number, step in steps:
             if number in cases:
                 try:
@@ -632,7 +917,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     meta = (f"Run {time.strftime('%Y-%m-%d')} with `make chaos` (`python perf/chaos.py --soak-s {args.soak_s:.0f} "
-            f"--concurrency {args.concurrency} --upload-mb {args.upload_mb}`) on {os.cpu_count()} cores, shared: "
+            f"--soak-warmup-s {args.soak_warmup_s:.0f} --concurrency {args.concurrency} --upload-mb {args.upload_mb}"
+            f"{' --cases ' + args.cases if args.cases != '1,2,3,4,5' else ''}`) on {os.cpu_count()} cores, shared: "
             f"load average (1/5/15 min) {' '.join(load_before)} before, {' '.join(load_after)} after; tiny Qwen2-VL on "
             f"vLLM CPU, tritonserver 2.51 started and supervised by the shim on free loopback ports; "
             f"{time.monotonic() - began:.0f} s in all.")

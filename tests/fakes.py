@@ -121,6 +121,26 @@ class FakeBackend:
     async def close(self) -> None:
         self.closed = True
 
+    tokenize_requests: list[Any] = field(default_factory=list)  # TokenizeRequest of tokenize(), in order
+
+    async def tokenize(self, request: Any) -> dict[str, Any]:
+        """A word per token: id i is the i-th word of the prompt (each message's text joined)."""
+        self.tokenize_requests.append(request)
+        if self.generate_error is not None:
+            raise self.generate_error
+        text = request.prompt if request.prompt is not None else " ".join(
+            m["content"] if isinstance(m["content"], str) else " ".join(p.get("text", "") for p in m["content"])
+            for m in request.messages)
+        ids = list(range(len(text.split())))
+        doc: dict[str, Any] = {"count": len(ids), "max_model_len": self.engine["max_model_len"], "tokens": ids}
+        if request.options.get("return_token_strs"):
+            doc["token_strs"] = text.split()
+        return doc
+
+    async def detokenize(self, token_ids: list[int], request_id: str) -> str:
+        self.tokenize_requests.append(list(token_ids))
+        return " ".join(f"w{t}" for t in token_ids)
+
     aborts: list[str] = field(default_factory=list)  # request ids of abort(), in order
 
     async def abort(self, request_id: str) -> None:

@@ -7,8 +7,8 @@ constants below, never through string literals.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 
 # --- tensor names -----------------------------------------------------------
 # Media tensors carry N >= 0 videos "packed" (video_pipeline.media.packing): frames of all
@@ -36,12 +36,27 @@ MESSAGES = "messages"  # BYTES [1]: JSON chat messages; the model's own chat tem
 IMAGE = "image"  # BYTES [M]: encoded images (PNG/JPEG/WebP...), in the order image parts appear
 AUDIO = "audio"  # BYTES [A]: encoded audio (WAV/MP3/FLAC/OGG/M4A... any container PyAV opens), in the order
 # audio parts appear; llm decodes each to mono float32 at the model's feature-extractor rate
+IMAGE_EMBEDS = "image_embeds"  # BYTES [E]: one JSON per image_embeds part, vLLM's payload for it (a base64
+# torch.save/.npy tensor, or an object of those and numeric arrays: Qwen-VL's image_grid_thw); "{}" with the
+# image part's uuid names embeddings sent before with it. Instead of `image`, never with it; only when the
+# llm's model.json sets enable_mm_embeds (vLLM's --enable-mm-embeds). llm errors name "image_embeds <i>".
 USE_AUDIO_IN_VIDEO = "use_audio_in_video"  # llm `messages` video-part key (bool): the video's own audio track
 # goes to the engine with it, over the window its frames cover (vLLM's mm_processor_kwargs.use_audio_in_video);
 # the track's span is in that video's video_info under AUDIO_SPAN
 AUDIO_SPAN = "audio"  # video_info key: {"start", "end", "sampling_rate", "num_samples", ...} of the video's track
 SAMPLING_PARAMETERS = "sampling_parameters"  # BYTES [1]: JSON (max_tokens, temperature, top_p, seed, ...)
 STREAM = "stream"  # BOOL [1]: stream deltas (true) or one response per choice at the end
+CHAT_TEMPLATE_KWARGS = "chat_template_kwargs"  # BYTES [1]: JSON object, with `messages`: extra variables for
+# the model's chat template (vLLM's chat_template_kwargs: enable_thinking, add_vision_id, add_generation_prompt
+# (default true), continue_final_message ...); "chat_template" and "tokenize" are refused, as vLLM refuses them
+TOKENIZE = "tokenize"  # BYTES [1]: JSON options {"add_special_tokens", "return_token_strs"} ({} : defaults); with
+# text_input or messages (text only) nothing is generated: one response holds only `tokens`
+TOKENS = "tokens"  # BYTES [1]: the answer to `tokenize`, vLLM's /tokenize shape as JSON:
+# {"count", "max_model_len", "tokens": [ids...], "token_strs"?}; messages count as generation counts them
+TOKEN_IDS = "token_ids"  # INT64 [-1]: alone: detokenize them; one response whose text_output is their text
+TOOLS = "tools"  # BYTES [1]: JSON, with `messages`: {"tools": [OpenAI chat tools] (given to the chat template),
+# "tool_choice": "none"|"auto"|"required"|{"type": "function", "function": {"name"}}, "parallel_tool_calls",
+# "tool_call_parser": a vLLM --tool-call-parser name or null} (video_pipeline.engines.tools)
 ABORT_REQUEST_ID = "abort_request_id"  # BYTES [1]: stop the running llm request with this id, nothing else
 TEXT_OUTPUT = "text_output"  # BYTES [1]: text delta (stream) or the whole text
 FINISH_REASON = "finish_reason"  # BYTES [1]: "" until the choice ends, then stop|length|abort
@@ -49,15 +64,15 @@ CHOICE_INDEX = "choice_index"  # UINT32 [1]: which of the n choices this respons
 NUM_INPUT_TOKENS = "num_input_tokens"  # UINT32 [1]: prompt tokens
 NUM_OUTPUT_TOKENS = "num_output_tokens"  # UINT32 [1]: tokens generated so far for this choice
 NUM_VIDEO_TOKENS = "num_video_tokens"  # UINT32 [1]: prompt tokens that stand for video
+LOGPROBS = "logprobs"  # BYTES [1]: only when sampling_parameters ask for "logprobs": JSON, one entry per new token
+# of the response (all of its text's tokens when not streaming): {"id", "token", "logprob", "top": [{"id",
+# "token", "logprob"}, ...]}, top entries most likely first
+TOOL_CALLS = "tool_calls"  # BYTES [1]: beside text_output when `tools` parse the output and calls were found:
+# JSON list in OpenAI's shapes (streamed: delta calls with "index"; else whole {"id", "type", "function"}); the
+# text_output then holds only the content around them, and finish_reason is "tool_calls" as vLLM sets it
 # llm given `video` (container bytes, paths, frame lists) runs video_media itself (BLS, inside Triton) and
 # answers first one response holding only `video_info` (the JSON per video video_media gives), then text.
-# Its media errors carry MEDIA_ERROR_PREFIX and the media model's Triton code, because a gRPC stream's
-# in-band errors have no status: "media [UNSUPPORTED]: no decoder for the video codec (vp9)".
-MEDIA_ERROR_PREFIX = "media"
-# A request parameter (bool) asking the media models to write their errors that way too: BLS responses
-# lose the error code in 2.51 (every error reads INTERNAL), so llm's BLS call sets it.
-ERROR_CODE_IN_MESSAGE = "error_code_in_message"
-_MEDIA_ERROR = re.compile(r"^media \[([A-Z_]+)\]: (.*)$", re.DOTALL)
+# Its media errors are about the videos (ErrorDoc.kind "video", with the index when the decoder knows it).
 
 # video_generator: a diffusers text/image-to-video pipeline (video_pipeline.generation).
 PROMPT = "prompt"  # BYTES [1]: what to generate
@@ -150,9 +165,17 @@ LLM = ModelContract(
         Tensor(VIDEO, "TYPE_STRING", (-1,), optional=True),
         Tensor(VIDEO_OPTIONS, "TYPE_STRING", (-1,), optional=True),
         Tensor(AUDIO, "TYPE_STRING", (-1,), optional=True),
+        Tensor(IMAGE_EMBEDS, "TYPE_STRING", (-1,), optional=True),
+        Tensor(CHAT_TEMPLATE_KWARGS, "TYPE_STRING", (1,), optional=True),
+        Tensor(TOKENIZE, "TYPE_STRING", (1,), optional=True),
+        Tensor(TOKEN_IDS, "TYPE_INT64", (-1,), optional=True),
+        Tensor(TOOLS, "TYPE_STRING", (1,), optional=True),
     ),
-    # video_info: only in the one response that answers a `video` input's media (never with text)
-    outputs=(*_LLM_OUTPUTS, Tensor(VIDEO_INFO, "TYPE_STRING", (-1,))),
+    # video_info: only in the one response that answers a `video` input's media (never with text);
+    # tokens: only in the one response that answers a `tokenize` request;
+    # logprobs: beside text_output when the request's sampling_parameters ask for them
+    outputs=(*_LLM_OUTPUTS, Tensor(VIDEO_INFO, "TYPE_STRING", (-1,)), Tensor(TOKENS, "TYPE_STRING", (1,)),
+             Tensor(LOGPROBS, "TYPE_STRING", (1,)), Tensor(TOOL_CALLS, "TYPE_STRING", (1,))),
     decoupled=True,
 )
 
@@ -196,21 +219,59 @@ MODELS: dict[str, ModelContract] = {
     m.name: m for m in (VIDEO_DECODER, VIDEO_PREPROCESSOR, LLM, VIDEO_MEDIA, VIDEO_LLM, VIDEO_GENERATOR)
 }
 
+# --- errors across the boundary ----------------------------------------------
+# A Triton error carries a message and a code, and the code does not survive the way to the shim: a gRPC
+# stream's in-band errors have no status, and 2.51's BLS responses read INTERNAL whatever the model said
+# (pb_utils.TritonError takes nothing else). So every error our models answer is its readable message, then
+# ERROR_MARK, then one JSON object, the ErrorDoc, the one place the error's structure travels:
+#   video 1: no decoder for the video codec (vp9) #vlt-error {"message": "video 1: no decoder for the video
+#   codec (vp9)", "error": "UnsupportedMedia", "triton_code": "UNSUPPORTED", "status": 415, "code": null,
+#   "param": null, "kind": "video", "index": 1, "transient": false}
+# Triton clients can show the text before the mark as it is, or read the document (parse_error). An
+# ensemble puts its own words in front ("in ensemble 'video_media', ..."); the document is unchanged.
+ERROR_MARK = " #vlt-error "
 
-def media_error_message(code: str, message: str) -> str:
-    """An llm error that came from its media step, in the shape :func:`parse_media_error` reads."""
-    return f"{MEDIA_ERROR_PREFIX} [{code}]: {message}"
+
+@dataclass(frozen=True)
+class ErrorDoc:
+    """One error of our models as data (video_pipeline.errors.PipelineError.to_doc / errors.from_doc)."""
+
+    message: str  # what the client reads, naming the item ("video 1: ...") when there is one
+    error: str = "PipelineError"  # its class in video_pipeline.errors (InvalidInput, MediaTooLarge, ...)
+    triton_code: str = "INTERNAL"  # pb_utils.TritonError's code name (INVALID_ARG, UNSUPPORTED, UNAVAILABLE ...)
+    status: int = 500  # the HTTP status the OpenAI shim answers
+    code: str | None = None  # OpenAI's error code (invalid_value, invalid_type, context_length_exceeded ...)
+    param: str | None = None  # the request parameter at fault, as the model names it (temperature, max_tokens)
+    kind: str | None = None  # the media item it is about: video | image | audio | image_embeds
+    index: int | None = None  # which item of that kind, counted in request order (None: not one of them)
+    transient: bool = False  # the same request may succeed later (the engine or server was unavailable)
+
+    def encode(self) -> str:
+        """The Triton error message: the readable text, ERROR_MARK, the JSON document (its "#" escaped, so the
+        last ERROR_MARK of a message is always the document's, whatever the text quotes)."""
+        document = json.dumps(asdict(self), separators=(",", ":")).replace("#", "\\u0023")
+        return f"{self.message}{ERROR_MARK}{document}"
 
 
-def parse_media_error(message: str) -> tuple[str, str] | None:
-    """(Triton code name, the media model's message) of an llm media error, None for any other error."""
-    m = _MEDIA_ERROR.match(message)
-    return (m[1], m[2]) if m else None
+_ERROR_FIELDS = {f.name for f in fields(ErrorDoc)}
 
 
-_PARAMETER = re.compile(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
+def parse_error(message: str) -> ErrorDoc | None:
+    """The document in a Triton error message our models wrote; None for any other message (Triton's own)."""
+    at = message.rfind(ERROR_MARK)
+    if at < 0:
+        return None
+    try:
+        raw = json.loads(message[at + len(ERROR_MARK):])
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("message"), str):
+        return None
+    return ErrorDoc(**{k: v for k, v in raw.items() if k in _ERROR_FIELDS})  # fields a newer model added: skipped
 
 
 def config_parameters(config_text: str) -> dict[str, str]:
-    """The ``parameters`` of a config.pbtxt in this repository's one-line style, as strings."""
-    return dict(_PARAMETER.findall(config_text))
+    """The ``parameters`` of a config.pbtxt's text, as strings (parsed as a ModelConfig message)."""
+    from video_pipeline import model_config
+
+    return model_config.parameters(model_config.parse(config_text))

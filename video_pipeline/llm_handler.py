@@ -35,13 +35,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from video_pipeline import contract as C
+from video_pipeline import tokenizing
 from video_pipeline.engines.sampling import parse_sampling
-from video_pipeline.engines.types import AudioInput, GenerationDelta, GenerationRequest, VideoInput
+from video_pipeline.engines.tools import ToolCallParser, tool_calling_of
+from video_pipeline.engines.types import (
+    AudioInput,
+    GenerationDelta,
+    GenerationRequest,
+    TokenLogprob,
+    VideoInput,
+)
 from video_pipeline.errors import EngineUnavailable, InvalidInput, MediaTooLarge, PipelineError
 from video_pipeline.jsonfile import read_json
-from video_pipeline.media.embeds import EmbedsSpec
 from video_pipeline.media import embeds
 from video_pipeline.media.audio import MAX_AUDIO_SECONDS, AudioSettings, decode_audio, read_audio_settings
+from video_pipeline.media.embeds import EmbedsSpec
 from video_pipeline.media.packing import unpack
 from video_pipeline.steps import Inputs, as_bytes_list, json_tensor, parse_json_list
 
@@ -85,9 +93,9 @@ def decode_image(data: bytes, index: int) -> np.ndarray:
             img.load()
             return np.asarray(img.convert("RGB"))
     except Image.DecompressionBombError as exc:
-        raise MediaTooLarge(f"image {index}: {exc}") from None
+        raise MediaTooLarge(str(exc), kind="image", index=index) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidInput(f"image {index} is not a decodable image ({exc})") from None
+        raise InvalidInput(f"not a decodable image ({exc})", kind="image", index=index) from None
 
 
 #: Bytes of decoded images kept by uuid (vLLM's cache-hit shape for images: a part with a uuid and no
@@ -132,49 +140,61 @@ class ImageCache:
             return item[0], item[1]
 
 
-def image_uuids_of(messages: Any) -> list[str | None]:
-    """The uuid (contract.MEDIA_UUID) of each image part of chat ``messages``, in order, or None."""
+_PART_TYPES = {"image": ("image", "image_url", "input_image"), "audio": ("audio", "input_audio", "audio_url")}
+
+
+def image_uuids_of(messages: Any, kind: str = "image") -> list[str | None]:
+    """The uuid (contract.MEDIA_UUID) of each image (or ``kind``: audio) part of chat ``messages``, in
+    order, or None."""
     out: list[str | None] = []
     for message in messages if isinstance(messages, list) else []:
         content = message.get("content") if isinstance(message, dict) else None
         for part in content if isinstance(content, list) else []:
-            if isinstance(part, dict) and part.get("type") in ("image", "image_url", "input_image"):
+            if isinstance(part, dict) and part.get("type") in _PART_TYPES[kind]:
                 value = part.get(C.MEDIA_UUID)
                 if value is not None and (not isinstance(value, str) or not value):
-                    raise InvalidInput(f"image {len(out)}: {C.MEDIA_UUID} must be a non-empty string")
+                    raise InvalidInput(f"{C.MEDIA_UUID} must be a non-empty string", kind=kind, index=len(out))
                 out.append(value)
     return out
 
 
-def request_images(encoded: list[bytes], uuids: list[str | None],
-                   cache: ImageCache | None) -> tuple[list[np.ndarray], list[str | None]]:
-    """The request's images decoded, and vLLM's uuid of each (None for images named by no uuid).
-
-    An image with a uuid is kept in ``cache`` under it; an empty element with a uuid is taken
-    from there (InvalidInput naming the uuid when it is not cached)."""
-    uuids = uuids + [None] * (len(encoded) - len(uuids)) if len(uuids) < len(encoded) else uuids[: len(encoded)]
-    images: list[np.ndarray] = []
+def by_uuid(elements: list[bytes], uuids: list[str | None], cache: ImageCache | None, kind: str, noun: str,
+            tag: str, decode: Callable[[bytes, int], Any], empty: Callable[[bytes], bool] = lambda data: not data,
+            ) -> tuple[list[Any], list[str | None]]:
+    """The request's media items of one ``kind`` decoded, and vLLM's uuid of each (its content's
+    sha256 behind ``vlt-<tag>-``; None for items named by no uuid). An item with a uuid is kept in ``cache`` under it; an
+    ``empty`` element with a uuid is taken from there (InvalidInput naming the uuid and ``noun`` when
+    nothing is cached under it)."""
+    uuids = (uuids + [None] * len(elements))[: len(elements)]
+    items: list[Any] = []
     vllm_uuids: list[str | None] = []
-    for i, (data, name) in enumerate(zip(encoded, uuids, strict=True)):
-        if name is None:
-            images.append(decode_image(data, i))
-            vllm_uuids.append(None)
-            continue
-        if not data:
+    for i, (data, name) in enumerate(zip(elements, uuids, strict=True)):
+        if name is not None and empty(data):
             found = cache.get(name) if cache is not None else None
             if found is None:
-                raise InvalidInput(f"image {i}: uuid {name.split(':', 1)[-1][:80]!r}: no image is cached under "
-                                   "this uuid; send the image with it")
-            images.append(found[0])
+                raise InvalidInput(f"uuid {name.split(':', 1)[-1][:80]!r}: no {noun} cached under this uuid; "
+                                   f"send the {noun.split()[0]} with it", kind=kind, index=i)
+            items.append(found[0])
             vllm_uuids.append(found[1])
             continue
-        image = decode_image(data, i)
-        content = "vlt-img-" + hashlib.sha256(data).hexdigest()[:40]
-        if cache is not None:
-            cache.put(name, image, content)
-        images.append(image)
+        try:
+            item = decode(data, i)
+        except PipelineError as exc:
+            raise exc.at(kind, i) from None
+        content = None
+        if name is not None:
+            content = f"vlt-{tag}-" + hashlib.sha256(data).hexdigest()[:40]
+            if cache is not None:
+                cache.put(name, item, content)
+        items.append(item)
         vllm_uuids.append(content)
-    return images, vllm_uuids
+    return items, vllm_uuids
+
+
+def request_images(encoded: list[bytes], uuids: list[str | None],
+                   cache: ImageCache | None) -> tuple[list[np.ndarray], list[str | None]]:
+    """The request's images decoded, and vLLM's uuid of each (:func:`by_uuid`)."""
+    return by_uuid(encoded, uuids, cache, "image", "image is", "img", decode_image)
 
 
 def videos_of(frames: np.ndarray | None, infos: list[Any]) -> list[VideoInput]:
@@ -201,7 +221,7 @@ def audio_in_video_of(messages: Any) -> list[bool]:
             if isinstance(part, dict) and part.get("type") in ("video", "video_url", "input_video"):
                 value = part.get(C.USE_AUDIO_IN_VIDEO, False)
                 if not isinstance(value, bool):
-                    raise InvalidInput(f"video {len(out)}: {C.USE_AUDIO_IN_VIDEO} must be true or false")
+                    raise InvalidInput(f"{C.USE_AUDIO_IN_VIDEO} must be true or false", kind="video", index=len(out))
                 out.append(value)
     return out
 
@@ -217,49 +237,34 @@ def video_window(info: dict[str, Any]) -> tuple[float, float | None]:
     return float(start or 0.0), None if end is None else float(end)
 
 
-def decode_request_audio(encoded: list[bytes], settings: AudioSettings, max_seconds: float) -> list[AudioInput]:
-    """The request's audio parts, decoded to the model's rate; errors name ``audio <i>``."""
-    out = []
-    for i, data in enumerate(encoded):
+def decode_request_audio(encoded: list[bytes], settings: AudioSettings, max_seconds: float,
+                         uuids: list[str | None] | None = None,
+                         cache: ImageCache | None = None) -> tuple[list[AudioInput], list[str | None]]:
+    """The request's audio parts, decoded to the model's rate (errors name ``audio <i>``), and vLLM's
+    uuid of each, cached by uuid as images are (:func:`by_uuid`)."""
+    def decode(data: bytes, i: int) -> AudioInput:
         if not data:
-            raise InvalidInput(f"audio {i}: empty")
+            raise InvalidInput("empty", kind="audio", index=i)
         clip = decode_audio(data, settings.sampling_rate, max_seconds=max_seconds, what=f"audio {i}")
-        out.append(AudioInput(clip.samples, clip.sampling_rate))
-    return out
+        return AudioInput(clip.samples, clip.sampling_rate)
+
+    return by_uuid(encoded, uuids or [], cache, "audio", "audio is", "aud", decode)
 
 
 def request_embeds(docs: list[bytes], uuids: list[str | None], spec: EmbedsSpec | None, takes: bool,
                    cache: ImageCache | None) -> tuple[list[dict[str, Any]], list[str | None]]:
     """The request's image_embeds parts decoded and checked against the model (errors name
-    ``image_embeds <i>``), and vLLM's uuid of each: a part with a uuid is cached under it, and an
-    empty payload with a uuid is taken from there."""
+    ``image_embeds <i>``), and vLLM's uuid of each, cached by uuid as images are (:func:`by_uuid`;
+    an empty payload, "{}", with a uuid names embeddings sent before)."""
     if not takes:
-        raise InvalidInput("image_embeds 0: embedding inputs are off on this server; the llm's model.json "
-                           "must set \"enable_mm_embeds\": true (vLLM's --enable-mm-embeds)")
+        raise InvalidInput("embedding inputs are off on this server; the llm's model.json must set "
+                           "\"enable_mm_embeds\": true (vLLM's --enable-mm-embeds)", kind="image_embeds", index=0)
     if spec is None:
-        raise InvalidInput("image_embeds 0: this model takes no image embeddings here (only Qwen-VL-style "
-                           "models with an image_grid_thw)")
-    uuids = (uuids + [None] * len(docs))[: len(docs)]
-    parts: list[dict[str, Any]] = []
-    vllm_uuids: list[str | None] = []
-    for i, (doc, name) in enumerate(zip(docs, uuids, strict=True)):
-        if name is not None and not embeds.parse_payload(doc or b"{}", i):
-            found = cache.get(name) if cache is not None else None
-            if found is None:
-                raise InvalidInput(f"image_embeds {i}: uuid {name.split(':', 1)[-1][:80]!r}: no embeddings are "
-                                   "cached under this uuid; send them with it")
-            parts.append(found[0])
-            vllm_uuids.append(found[1])
-            continue
-        part = embeds.decode_part(doc, i, spec)
-        content = None
-        if name is not None:
-            content = "vlt-emb-" + hashlib.sha256(doc).hexdigest()[:40]
-            if cache is not None:
-                cache.put(name, part, content)
-        parts.append(part)
-        vllm_uuids.append(content)
-    return parts, vllm_uuids
+        raise InvalidInput("this model takes no image embeddings here (only Qwen-VL-style models with an "
+                           "image_grid_thw)", kind="image_embeds", index=0)
+    return by_uuid(docs, uuids, cache, "image_embeds", "embeddings are", "emb",
+                   lambda doc, i: embeds.decode_part(doc, i, spec),
+                   empty=lambda doc: not embeds.parse_payload(doc or b"{}", 0))
 
 
 def add_video_audio(videos: list[VideoInput], infos: list[dict[str, Any]], elements: list[bytes],
@@ -269,11 +274,14 @@ def add_video_audio(videos: list[VideoInput], infos: list[dict[str, Any]], eleme
     for i, (video, info) in enumerate(zip(videos, infos, strict=True)):
         data = elements[i] if i < len(elements) else b""
         if not data:
-            raise InvalidInput(f"video {i}: {C.USE_AUDIO_IN_VIDEO} needs the video's bytes (not a path, a cached "
-                               "uuid or a frame list)")
+            raise InvalidInput(f"{C.USE_AUDIO_IN_VIDEO} needs the video's bytes (not a path, a cached uuid or a "
+                               "frame list)", kind="video", index=i)
         start, end = video_window(info)
-        clip = decode_audio(data, settings.sampling_rate, start=start, end=end, max_seconds=max_seconds,
-                            what=f"video {i}")
+        try:
+            clip = decode_audio(data, settings.sampling_rate, start=start, end=end, max_seconds=max_seconds,
+                                what=f"video {i}")
+        except PipelineError as exc:
+            raise exc.at("video", i) from None
         info[C.AUDIO_SPAN] = clip.span()
         out.append(dataclasses.replace(video, audio=AudioInput(clip.samples, clip.sampling_rate)))
     return out
@@ -299,6 +307,13 @@ def build_request(inputs: Inputs, request_id: str, image_cache: ImageCache | Non
     sampling = parse_sampling(raw_sampling[0] if raw_sampling else None)
     stream_arr = inputs.get(C.STREAM)
     stream = bool(stream_arr.reshape(-1)[0]) if stream_arr is not None and stream_arr.size else False
+    template_kwargs = tokenizing.chat_template_kwargs_of(inputs.get(C.CHAT_TEMPLATE_KWARGS))
+    if template_kwargs and prompt is not None:
+        raise InvalidInput(f"'{C.CHAT_TEMPLATE_KWARGS}' needs '{C.MESSAGES}' (a raw prompt has no chat template)")
+    tool_docs = parse_json_list(inputs.get(C.TOOLS), C.TOOLS)
+    if tool_docs and prompt is not None:
+        raise InvalidInput(f"'{C.TOOLS}' needs '{C.MESSAGES}' (a raw prompt has no chat template)")
+    tools, tool_calling = tool_calling_of(tool_docs[0]) if tool_docs else ([], None)
     return GenerationRequest(
         request_id=request_id or f"req-{uuid.uuid4().hex}",
         prompt=prompt,
@@ -308,11 +323,18 @@ def build_request(inputs: Inputs, request_id: str, image_cache: ImageCache | Non
         image_uuids=image_uuids if any(image_uuids) else (),
         sampling=sampling,
         stream=stream,
+        chat_template_kwargs=template_kwargs,
+        tools=tools,
+        tool_calling=tool_calling,
     )
 
 
-def delta_outputs(delta: GenerationDelta, text: str | None = None) -> dict[str, np.ndarray]:
-    return {
+def delta_outputs(delta: GenerationDelta, text: str | None = None,
+                  logprobs: tuple[TokenLogprob, ...] | None = None,
+                  tool_calls: list[dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
+    """One llm response for ``delta`` (``text`` and ``logprobs``: a whole choice's, instead of the delta's;
+    ``tool_calls``: what the request's tool parser found in it)."""
+    outputs = {
         C.TEXT_OUTPUT: np.array([(delta.text if text is None else text).encode()], dtype=np.object_),
         C.FINISH_REASON: np.array([(delta.finish_reason or "").encode()], dtype=np.object_),
         C.CHOICE_INDEX: np.array([delta.index], dtype=np.uint32),
@@ -320,11 +342,18 @@ def delta_outputs(delta: GenerationDelta, text: str | None = None) -> dict[str, 
         C.NUM_OUTPUT_TOKENS: np.array([delta.completion_tokens], dtype=np.uint32),
         C.NUM_VIDEO_TOKENS: np.array([delta.video_tokens], dtype=np.uint32),
     }
+    logprobs = delta.logprobs if logprobs is None else logprobs
+    if logprobs is not None:
+        outputs[C.LOGPROBS] = json_tensor([[t.to_json() for t in logprobs]])
+    if tool_calls:
+        outputs[C.TOOL_CALLS] = json_tensor([tool_calls])
+    return outputs
 
 
 def media_error(exc: PipelineError) -> PipelineError:
-    """The media step's error, same type (same Triton code), its message marked for stream clients."""
-    return type(exc)(C.media_error_message(exc.triton_code, str(exc)))
+    """An error of the request's media step, marked as about its videos unless it names its item (an
+    audio or image_embeds part, or the video the decoder numbered): the shim names that part."""
+    return exc.at("video")
 
 
 class LlmHandler:
@@ -341,6 +370,7 @@ class LlmHandler:
         self.max_audio_seconds = max_audio_seconds
         self.images = ImageCache()
         self.embeds = ImageCache(size=embeds.nbytes)
+        self.sounds = ImageCache(size=lambda item: int(item.samples.nbytes))  # decoded audio parts by uuid
         self._media_pool = ThreadPoolExecutor(MEDIA_WORKERS, thread_name_prefix="llm-media")
         # Requests still in their media step, by id: an abort request must stop them too.
         self._decoding: dict[str, set[threading.Event]] = {}
@@ -364,16 +394,19 @@ class LlmHandler:
         if abort_ids:
             self._abort(abort_ids[0].decode("utf-8", "replace"), sink)
             return
+        if inputs.get(C.TOKENIZE) is not None or inputs.get(C.TOKEN_IDS) is not None:
+            self._tokenize(inputs, request_id, sink)
+            return
         video = inputs.get(C.VIDEO)
         audio = list(as_bytes_list(inputs.get(C.AUDIO), C.AUDIO))
         image_embeds = list(as_bytes_list(inputs.get(C.IMAGE_EMBEDS), C.IMAGE_EMBEDS))
         if image_embeds and inputs.get(C.IMAGE) is not None:
-            raise media_error(InvalidInput("image_embeds 0: mixing raw image and embedding inputs is not allowed"))
+            raise InvalidInput("mixing raw image and embedding inputs is not allowed", kind="image_embeds", index=0)
         if video is None and not audio and not image_embeds:
             request = build_request(inputs, request_id, self.images)
             if any(audio_in_video_of(request.messages)):
-                raise media_error(InvalidInput(f"video 0: {C.USE_AUDIO_IN_VIDEO} needs the video's container bytes "
-                                               f"(the '{C.VIDEO}' input), not decoded frames"))
+                raise InvalidInput(f"{C.USE_AUDIO_IN_VIDEO} needs the video's container bytes (the '{C.VIDEO}' "
+                                   "input), not decoded frames", kind="video", index=0)
             self._generate(request, sink)
             return
         if video is not None and (inputs.get(C.VIDEO_FRAMES) is not None or inputs.get(C.VIDEO_INFO) is not None):
@@ -383,12 +416,12 @@ class LlmHandler:
         request = build_request(inputs, request_id, self.images)  # the rest is checked before any decoding
         tracks = audio_in_video_of(request.messages)
         if any(tracks) and video is None:
-            raise media_error(InvalidInput(f"video 0: {C.USE_AUDIO_IN_VIDEO} needs the video's container bytes "
-                                           f"(the '{C.VIDEO}' input), not decoded frames"))
+            raise InvalidInput(f"{C.USE_AUDIO_IN_VIDEO} needs the video's container bytes (the '{C.VIDEO}' "
+                               "input), not decoded frames", kind="video", index=0)
         if self.audio is None and (audio or any(tracks)):
-            what = "audio 0" if audio else f"video {tracks.index(True)}"
-            raise media_error(InvalidInput(f"{what}: this model takes no audio (its folder has no feature "
-                                           "extractor)"))
+            kind, index = ("audio", 0) if audio else ("video", tracks.index(True))
+            raise InvalidInput("this model takes no audio (its folder has no feature extractor)", kind=kind,
+                               index=index)
         stop = threading.Event()
         with self._decoding_lock:
             self._decoding.setdefault(request.request_id, set()).add(stop)
@@ -415,8 +448,11 @@ class LlmHandler:
                                                  self.audio, self.max_audio_seconds)  # type: ignore[arg-type]
                     request = dataclasses.replace(request, videos=videos)
                 if audio:
-                    request = dataclasses.replace(request, audios=decode_request_audio(
-                        audio, self.audio, self.max_audio_seconds))  # type: ignore[arg-type]
+                    audios, audio_uuids = decode_request_audio(audio, self.audio,  # type: ignore[arg-type]
+                                                               self.max_audio_seconds,
+                                                               image_uuids_of(request.messages, "audio"), self.sounds)
+                    request = dataclasses.replace(request, audios=audios,
+                                                  audio_uuids=audio_uuids if any(audio_uuids) else ())
                 if image_embeds:
                     engine = getattr(self.engine, "engine", self.engine)
                     parts, uuids = request_embeds(image_embeds, image_uuids_of(request.messages),
@@ -449,14 +485,41 @@ class LlmHandler:
 
     def _generate(self, request: GenerationRequest, sink: Sink) -> None:
         texts: dict[int, list[str]] = {}
+        logprobs: dict[int, list[TokenLogprob]] = {}
+        tools = self._tool_parser(request)
+        if tools is not None:  # vLLM's adjustments for tool calling: required/named's grammar, special tokens
+            request = dataclasses.replace(request, sampling={**request.sampling, **tools.sampling})
+        token_ids: dict[int, list[int]] = {}  # per choice, for the tool parser
 
         def on_delta(delta: GenerationDelta) -> None:
+            if request.stream and tools is not None:
+                if delta.logprobs is not None:
+                    logprobs.setdefault(delta.index, []).extend(delta.logprobs)
+                parsed = tools.stream(delta.index, delta.text, delta.token_ids, delta.finish_reason)
+                if parsed is None:  # held back (a tool call's markup may be starting); the next response has it
+                    return
+                content, calls, finish = parsed
+                held = logprobs.pop(delta.index, None)
+                sink.send(delta_outputs(dataclasses.replace(delta, finish_reason=finish), content,
+                                        None if held is None else tuple(held), calls))
+                return
             if request.stream:
                 sink.send(delta_outputs(delta))
                 return
             texts.setdefault(delta.index, []).append(delta.text)
-            if delta.finished:  # one response per choice, with its whole text
-                sink.send(delta_outputs(delta, "".join(texts.pop(delta.index))))
+            if delta.logprobs is not None:
+                logprobs.setdefault(delta.index, []).extend(delta.logprobs)
+            if tools is not None:
+                token_ids.setdefault(delta.index, []).extend(delta.token_ids)
+            if delta.finished:  # one response per choice, with its whole text (and its tokens' logprobs)
+                joined = logprobs.pop(delta.index, None)
+                text = "".join(texts.pop(delta.index))
+                calls = None
+                if tools is not None:
+                    text, calls, finish = tools.final(delta.index, text, token_ids.pop(delta.index, []),
+                                                      delta.finish_reason)
+                    delta = dataclasses.replace(delta, finish_reason=finish)
+                sink.send(delta_outputs(delta, text, None if joined is None else tuple(joined), calls))
 
         def on_done(error: PipelineError | None) -> None:
             if error is None and sink.is_cancelled():
@@ -467,6 +530,44 @@ class LlmHandler:
                 sink.finish()
 
         self.engine.submit(request, on_delta, on_done, is_cancelled=sink.is_cancelled)
+
+    def _tool_parser(self, request: GenerationRequest) -> ToolCallParser | None:
+        """The request's tool-call parsing (vLLM's parsers, with the engine's tokenizer), or None."""
+        if request.tool_calling is None:
+            return None
+        engine = getattr(self.engine, "engine", self.engine)
+        return ToolCallParser(request.tool_calling, getattr(engine, "tokenizer", None))
+
+    def _tokenize(self, inputs: Inputs, request_id: str, sink: Sink) -> None:
+        """A ``tokenize`` (text_input or messages, text only) or ``token_ids`` (detokenize) request:
+        one response from the engine's tokenizer and chat template, on a worker; nothing generated."""
+        media = [n for n in (C.VIDEO, C.VIDEO_FRAMES, C.VIDEO_INFO, C.IMAGE, C.AUDIO, C.IMAGE_EMBEDS)
+                 if inputs.get(n) is not None]
+        if media:
+            raise InvalidInput(f"'{C.TOKENIZE}' and '{C.TOKEN_IDS}' take text only, not '{media[0]}'")
+        engine = getattr(self.engine, "engine", self.engine)
+        ids = inputs.get(C.TOKEN_IDS)
+        answer: Callable[[], dict[str, np.ndarray]]
+        if ids is not None:
+            given = [n for n in (C.TOKENIZE, C.TEXT_INPUT, C.MESSAGES) if inputs.get(n) is not None]
+            if given:
+                raise InvalidInput(f"'{C.TOKEN_IDS}' (detokenize) comes alone, not with '{given[0]}'")
+            answer = lambda: tokenizing.text_outputs(tokenizing.detokenize(engine, ids), int(ids.size))  # noqa: E731
+        else:
+            options = tokenizing.tokenize_options(inputs.get(C.TOKENIZE))
+            request = build_request(inputs, request_id)
+            answer = lambda: tokenizing.tokens_outputs(tokenizing.tokenize(engine, request, options))  # noqa: E731
+
+        def run() -> None:
+            try:
+                sink.finish(answer())
+            except Exception as exc:  # noqa: BLE001 - this request's error only
+                sink.fail(exc)
+
+        try:
+            self._media_pool.submit(run)
+        except RuntimeError:  # the pool is shut down
+            raise EngineUnavailable("the model is shutting down") from None
 
     def _abort(self, target: str, sink: Sink) -> None:
         """An abort request: stops the running request ``target``; answers finish_reason "abort"

@@ -21,7 +21,7 @@ import numpy as np
 
 from video_pipeline import contract as C
 from video_pipeline.cache import CacheObserver, Entry, MediaCache, cache_key, content_hash, default_root
-from video_pipeline.errors import InvalidInput, MediaTooLarge
+from video_pipeline.errors import InvalidInput, MediaTooLarge, PipelineError
 from video_pipeline.media.decode import DecodedVideo, decode_video
 from video_pipeline.media.frame_list import decode_frame_list
 from video_pipeline.media.frame_list import split as split_frame_list
@@ -200,7 +200,8 @@ class DecoderStep:
         for i, path in enumerate(video_paths(inputs, len(videos))):
             if path is not None:
                 if videos[i]:
-                    raise InvalidInput(f"video {i}: give its bytes or a path in {C.VIDEO_OPTIONS}, not both")
+                    raise InvalidInput(f"give its bytes or a path in {C.VIDEO_OPTIONS}, not both", kind="video",
+                                       index=i)
                 videos[i] = self._confined(path, i)
         total = sum(v.stat().st_size if isinstance(v, Path) else len(v) for v in videos)
         if total > self.limits.max_input_bytes:
@@ -219,10 +220,8 @@ class DecoderStep:
                     decoded.append(self._cached(uuids[i], opts))  # type: ignore[arg-type]
                     continue
                 decoded.append(self._decode(data, opts, uuids[i]))
-            except InvalidInput as exc:
-                if len(videos) > 1:
-                    raise type(exc)(f"video {i}: {exc}") from None
-                raise
+            except PipelineError as exc:  # about this video; its number named when there are several
+                raise exc.at("video", i if len(videos) > 1 else None) from None
         metadata = []
         for d in decoded:
             meta = dict(d.metadata)
@@ -240,14 +239,15 @@ class DecoderStep:
     def _confined(self, path: str, i: int) -> Path:
         """The file a path names, if it is a regular file under ``media_root`` (symlinks resolved)."""
         if self.media_root is None:
-            raise InvalidInput(f"video {i}: this video_decoder takes no paths (no media_root is configured)")
+            raise InvalidInput("this video_decoder takes no paths (no media_root is configured)", kind="video",
+                               index=i)
         if not isinstance(path, str) or not path or "\x00" in path:
-            raise InvalidInput(f"video {i}: {PATH_KEY} must be a non-empty string")
+            raise InvalidInput(f"{PATH_KEY} must be a non-empty string", kind="video", index=i)
         real = (self.media_root / path).resolve()
         if not real.is_relative_to(self.media_root):
-            raise InvalidInput(f"video {i}: {path[:200]!r} is outside this decoder's media_root")
+            raise InvalidInput(f"{path[:200]!r} is outside this decoder's media_root", kind="video", index=i)
         if not real.is_file():
-            raise InvalidInput(f"video {i}: no such file under media_root: {path[:200]!r}")
+            raise InvalidInput(f"no such file under media_root: {path[:200]!r}", kind="video", index=i)
         return real
 
     def _decode(self, data: bytes | Path, opts: VideoOptions, uuid: str | None = None) -> DecodedVideo:
@@ -322,7 +322,7 @@ def video_uuids(inputs: Inputs, n: int) -> list[str | None]:
     for i, doc in enumerate(docs):
         value = doc.get(C.MEDIA_UUID) if isinstance(doc, dict) else None
         if value is not None and (not isinstance(value, str) or not value):
-            raise InvalidInput(f"video {i}: {C.MEDIA_UUID} must be a non-empty string")
+            raise InvalidInput(f"{C.MEDIA_UUID} must be a non-empty string", kind="video", index=i)
         out.append(value)
     return out
 
@@ -337,7 +337,7 @@ def frame_lists(inputs: Inputs, n: int) -> list[dict[str, Any] | None]:
         doc = docs[i] if len(docs) == n else (docs[0] if len(docs) == 1 else None)
         flag = doc.get(C.FRAME_LIST) if isinstance(doc, dict) else None
         if flag is not None and not isinstance(flag, bool):
-            raise InvalidInput(f"video {i}: {C.FRAME_LIST} must be true or false, got {flag!r}")
+            raise InvalidInput(f"{C.FRAME_LIST} must be true or false, got {flag!r}", kind="video", index=i)
         out.append(doc if flag else None)
     return out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,18 +38,14 @@ def model_parameters(args: dict[str, Any]) -> dict[str, str]:
     return resolve_parameters(params, args.get("model_repository"))
 
 
-def triton_error(exc: BaseException, code_in_message: bool = False) -> Any:
-    """A TritonError with the code our typed error maps to; unexpected errors stay generic.
-    ``code_in_message``: the code also leads the message (contract.media_error_message), for BLS callers."""
-    from video_pipeline.contract import media_error_message
-
-    if isinstance(exc, PipelineError):
-        code = getattr(pb_utils.TritonError, exc.triton_code, pb_utils.TritonError.INTERNAL)
-        text = media_error_message(exc.triton_code, str(exc)) if code_in_message else str(exc)
-        return pb_utils.TritonError(text, code)
-    text = f"internal error ({type(exc).__name__})"
-    return pb_utils.TritonError(media_error_message("INTERNAL", text) if code_in_message else text,
-                                pb_utils.TritonError.INTERNAL)
+def triton_error(exc: BaseException) -> Any:
+    """A TritonError with the code our typed error maps to, its message carrying the error as data
+    (contract.ErrorDoc: class, code, HTTP status, the item and parameter at fault), since neither a
+    stream's in-band errors nor BLS responses keep the code; unexpected errors stay generic."""
+    if not isinstance(exc, PipelineError):
+        exc = PipelineError(f"internal error ({type(exc).__name__})")
+    code = getattr(pb_utils.TritonError, exc.triton_code, pb_utils.TritonError.INTERNAL)
+    return pb_utils.TritonError(exc.to_doc().encode(), code)
 
 
 def request_id_of(request: Any) -> str:
@@ -114,7 +109,7 @@ class StepModel:
                 if not isinstance(exc, PipelineError):
                     logger.exception("%s: unexpected error", self.contract_name, extra={"request_id": request_id})
                 _log_done(self.contract_name, request_id, started, exc)
-                responses.append(pb_utils.InferenceResponse(error=triton_error(exc, _asks_for_codes(request))))
+                responses.append(pb_utils.InferenceResponse(error=triton_error(exc)))
         return responses
 
     def finalize(self) -> None:
@@ -123,39 +118,24 @@ class StepModel:
             close()
 
 
-_ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
-
-
 def _typed_error(message: str) -> PipelineError:
-    """A BLS response's error as our typed error: the media models wrote its code into the message
-    (contract.ERROR_CODE_IN_MESSAGE); an ensemble put its own name in front."""
+    """A BLS response's error as our typed error, read from the document the media models wrote into its
+    message (BLS loses the code); anything else came from Triton itself (model not ready, ...)."""
     from video_pipeline import contract as C
-    from video_pipeline.errors import EngineUnavailable, InvalidInput, UnsupportedMedia
+    from video_pipeline.errors import EngineUnavailable, from_doc
 
-    message = _ENSEMBLE_PREFIX.sub("", message)
-    parsed = C.parse_media_error(message)
-    if parsed is None:  # not from our step (Triton itself: model not ready, ...)
+    doc = C.parse_error(message)
+    if doc is None:
         return EngineUnavailable(f"video_media failed: {message}")
-    code, text = parsed
-    by_code = {"INVALID_ARG": InvalidInput, "UNSUPPORTED": UnsupportedMedia, "UNAVAILABLE": EngineUnavailable}
-    return by_code.get(code, PipelineError)(text)
-
-
-def _asks_for_codes(request: Any) -> bool:
-    from video_pipeline.contract import ERROR_CODE_IN_MESSAGE
-
-    try:
-        return bool(json.loads(request.parameters() or "{}").get(ERROR_CODE_IN_MESSAGE))
-    except Exception:  # noqa: BLE001 - parameters only change how errors read
-        return False
+    return from_doc(doc)
 
 
 class BlsMedia:
     """``video_media`` (decoder -> preprocessor) called from inside a model through BLS.
 
     ``media(video, video_options, request_id) -> (packed video_frames, [video_info, ...])`` takes the
-    tensors as the caller got them; the media model's error comes back as the typed error of its Triton
-    code, with its message. Blocking: call it from a worker thread (BLS ``exec`` works from any thread
+    tensors as the caller got them; the media model's error comes back as the typed error its message's
+    document describes (contract.ErrorDoc: class, item, message). Blocking: call it from a worker thread (BLS ``exec`` works from any thread
     of the stub; ``async_exec`` is the same call run in an executor).
     """
 
@@ -172,8 +152,7 @@ class BlsMedia:
         inputs = [pb_utils.Tensor(name, np.asarray(arr, dtype=np.object_))
                   for name, arr in ((C.VIDEO, video), (C.VIDEO_OPTIONS, video_options)) if arr is not None]
         request = pb_utils.InferenceRequest(model_name=self.model_name, inputs=inputs, request_id=request_id,
-                                            requested_output_names=[C.VIDEO_FRAMES, C.VIDEO_INFO],
-                                            parameters={C.ERROR_CODE_IN_MESSAGE: True})
+                                            requested_output_names=[C.VIDEO_FRAMES, C.VIDEO_INFO])
         response = request.exec()
         if response.has_error():
             error = response.error()

@@ -40,6 +40,9 @@ class LlmRequest:
     audio_parts: list[str] = field(default_factory=list)  # where each audio part sits in the body, for errors
     image_embeds: list[bytes] = field(default_factory=list)  # one JSON per image_embeds part (vLLM's payload)
     embeds_parts: list[str] = field(default_factory=list)  # where each image_embeds part sits, for errors
+    prompt: str | None = None  # a raw prompt (llm's text_input, no chat template) instead of messages
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # extra chat-template variables
+    tools: dict[str, Any] | None = None  # llm's `tools` document: tools, tool_choice, the vLLM tool parser
 
     @property
     def n(self) -> int:
@@ -57,6 +60,23 @@ class Delta:
     completion_tokens: int = 0  # of this choice, so far
     video_tokens: int = 0
     video_info: list[dict[str, Any]] | None = None  # set on the one response answering the request's videos
+    # when the request asked for them: per new token {"id", "token", "logprob", "top": [{"id", "token", "logprob"}]}
+    logprobs: list[dict[str, Any]] | None = None
+    # calls the llm's tool parser found, OpenAI's shapes (streamed: delta calls with "index"; else whole calls)
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    """A request to the ``llm`` model's tokenizer (its ``tokenize`` input): a raw ``prompt`` or text-only chat
+    ``messages`` (with ``chat_template_kwargs``), and vLLM's tokenize ``options`` (add_special_tokens,
+    return_token_strs). Nothing is generated."""
+
+    request_id: str
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class MediaFailed(PipelineError):
@@ -91,6 +111,15 @@ class Backend(Protocol):
         """Streams the llm model's responses; closing the iterator early cancels the request. With
         ``request.videos``, one delta carries ``video_info`` (before any text), and a media refusal
         raises :class:`MediaFailed`."""
+        ...
+
+    async def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
+        """vLLM's TokenizeResponse (``count``, ``max_model_len``, ``tokens``, ``token_strs``) from the llm
+        model's tokenizer and chat template: the prompt as generation would count it."""
+        ...
+
+    async def detokenize(self, token_ids: list[int], request_id: str) -> str:
+        """The text of ``token_ids`` (the llm model's tokenizer)."""
         ...
 
     async def close(self) -> None:

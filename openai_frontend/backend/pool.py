@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from openai_frontend.backend.base import Backend, Delta, LlmRequest
+from openai_frontend.backend.base import Backend, Delta, LlmRequest, TokenizeRequest
 from openai_frontend.backend.triton import TritonBackend
 from video_pipeline import contract as C
 from video_pipeline.errors import EngineUnavailable
@@ -287,6 +287,12 @@ class TritonPool:
                                           request.request_id)) as deltas:
             async for delta in deltas:
                 yield delta
+
+    async def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
+        return await self._first_available("", lambda e: e.backend.tokenize(request))
+
+    async def detokenize(self, token_ids: list[int], request_id: str) -> str:
+        return await self._first_available("", lambda e: e.backend.detokenize(token_ids, request_id))
 
     def running_on(self, request_id: str) -> str | None:
         """The URL of the endpoint generating ``request_id`` now (None when none is)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,27 +23,20 @@ from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from openai_frontend.backend.base import Delta, LlmRequest, MediaFailed
+from openai_frontend.backend.base import Delta, LlmRequest, MediaFailed, TokenizeRequest
 from openai_frontend.logging_config import current_request_id
 from video_pipeline import contract as C
 from video_pipeline.errors import (
     EngineUnavailable,
     InvalidInput,
-    MediaTooLarge,
     PipelineError,
     UnsupportedMedia,
+    from_doc,
 )
 
 logger = logging.getLogger(__name__)
 
-_WIRE_DTYPES = {"TYPE_STRING": "BYTES", "TYPE_UINT8": "UINT8", "TYPE_BOOL": "BOOL"}
-# The core's budget errors all name "the limit" (video_pipeline.media.decode, steps, options);
-# Triton carries them as INVALID_ARG, which has no 413 of its own.
-_TOO_LARGE = re.compile(r"\bthe limit\b|\ballows at most\b", re.IGNORECASE)
-# In-band stream errors carry a message only (no status); these mean "the model cannot serve now".
-_UNAVAILABLE = re.compile(
-    r"not healthy|unavailable|shutting down|unknown model|is not ready|not found|no longer", re.IGNORECASE
-)
+_WIRE_DTYPES = {"TYPE_STRING": "BYTES", "TYPE_UINT8": "UINT8", "TYPE_BOOL": "BOOL", "TYPE_INT64": "INT64"}
 
 
 def tensor(model: C.ModelContract, name: str, value: np.ndarray) -> InferInput:
@@ -76,10 +68,15 @@ def media_inputs(videos: list[bytes], options: list[dict[str, Any]]) -> list[Inf
 def llm_inputs(request: LlmRequest) -> list[InferInput]:
     """``llm`` inputs for one request; absent media are absent tensors, not empty ones."""
     inputs = [
-        tensor(C.LLM, C.MESSAGES, _json_array([request.messages])),
+        tensor(C.LLM, C.TEXT_INPUT, _bytes_array([request.prompt.encode()])) if request.prompt is not None
+        else tensor(C.LLM, C.MESSAGES, _json_array([request.messages])),
         tensor(C.LLM, C.SAMPLING_PARAMETERS, _json_array([request.sampling])),
         tensor(C.LLM, C.STREAM, np.array([request.stream], dtype=np.bool_)),
     ]
+    if request.chat_template_kwargs:
+        inputs.append(tensor(C.LLM, C.CHAT_TEMPLATE_KWARGS, _json_array([request.chat_template_kwargs])))
+    if request.tools is not None:
+        inputs.append(tensor(C.LLM, C.TOOLS, _json_array([request.tools])))
     if request.videos:
         inputs.append(tensor(C.LLM, C.VIDEO, _bytes_array(request.videos)))
         inputs.append(tensor(C.LLM, C.VIDEO_OPTIONS, _json_array(request.video_options)))
@@ -92,6 +89,16 @@ def llm_inputs(request: LlmRequest) -> list[InferInput]:
         inputs.append(tensor(C.LLM, C.AUDIO, _bytes_array(request.audios)))
     if request.image_embeds:
         inputs.append(tensor(C.LLM, C.IMAGE_EMBEDS, _bytes_array(request.image_embeds)))
+    return inputs
+
+
+def tokenize_inputs(request: TokenizeRequest) -> list[InferInput]:
+    """``llm`` inputs of a tokenize request: the prompt (or messages, with their template kwargs) and the options."""
+    inputs = [tensor(C.LLM, C.TEXT_INPUT, _bytes_array([request.prompt.encode()])) if request.prompt is not None
+              else tensor(C.LLM, C.MESSAGES, _json_array([request.messages])),
+              tensor(C.LLM, C.TOKENIZE, _json_array([request.options]))]
+    if request.chat_template_kwargs:
+        inputs.append(tensor(C.LLM, C.CHAT_TEMPLATE_KWARGS, _json_array([request.chat_template_kwargs])))
     return inputs
 
 
@@ -109,6 +116,8 @@ def delta_from(outputs: dict[str, np.ndarray | None]) -> Delta | None:
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
     finish = as_str(scalar(C.FINISH_REASON))
+    logprobs = scalar(C.LOGPROBS)
+    tool_calls = scalar(C.TOOL_CALLS)
     return Delta(
         text=as_str(text.reshape(-1)[0]),
         index=int(scalar(C.CHOICE_INDEX) or 0),
@@ -116,43 +125,47 @@ def delta_from(outputs: dict[str, np.ndarray | None]) -> Delta | None:
         prompt_tokens=int(scalar(C.NUM_INPUT_TOKENS) or 0),
         completion_tokens=int(scalar(C.NUM_OUTPUT_TOKENS) or 0),
         video_tokens=int(scalar(C.NUM_VIDEO_TOKENS) or 0),
+        logprobs=None if logprobs is None else json.loads(logprobs),
+        tool_calls=None if tool_calls is None else json.loads(tool_calls),
     )
 
 
-def error_from_status(status: str | None, message: str) -> PipelineError:
-    """The typed error for a Triton/gRPC status name (``StatusCode.INVALID_ARGUMENT`` or ``INVALID_ARGUMENT``)."""
-    code = (status or "").rsplit(".", 1)[-1].upper()
+# gRPC statuses of Triton's own refusals (our models' errors carry their document instead): the model or
+# the server cannot serve now. A retry may succeed unless the request was cancelled or ran out of time.
+_UNAVAILABLE = {"UNAVAILABLE": True, "NOT_FOUND": True, "UNKNOWN_MODEL": True, "DEADLINE_EXCEEDED": False,
+                "CANCELLED": False}
+
+
+def error_from_triton(message: str, status: str | None = None) -> PipelineError:
+    """The one reading of a Triton error: the typed error our models wrote into the message as a document
+    (video_pipeline.contract.ErrorDoc: class, HTTP status, the item and parameter at fault); without one,
+    the error is tritonserver's own, read by its gRPC ``status`` (``StatusCode.UNAVAILABLE`` or
+    ``UNAVAILABLE``): a gRPC stream's in-band errors have none, and those are about serving (an unknown
+    or unloaded model, one not ready, a stub gone), so they read as unavailable."""
+    doc = C.parse_error(message)
+    if doc is not None:
+        return from_doc(doc)
+    code = (status or "UNAVAILABLE").rsplit(".", 1)[-1].upper()
     if code == "INVALID_ARGUMENT":
-        return MediaTooLarge(message) if _TOO_LARGE.search(message) else InvalidInput(message)
+        return InvalidInput(message)
     if code == "UNIMPLEMENTED":
         return UnsupportedMedia(message)
-    if code in ("UNAVAILABLE", "NOT_FOUND", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN_MODEL"):
-        return EngineUnavailable(f"tritonserver cannot serve the request: {message}")
+    if code in _UNAVAILABLE:
+        return EngineUnavailable(f"tritonserver cannot serve the request: {message}", transient=_UNAVAILABLE[code])
     return PipelineError(f"tritonserver failed: {message}")
 
 
-def error_from_triton_code(code: str, message: str) -> PipelineError:
-    """The typed error for a Triton error code name (pb_utils.TritonError's: INVALID_ARG, UNSUPPORTED ...)."""
-    if code == "INVALID_ARG":
-        return MediaTooLarge(message) if _TOO_LARGE.search(message) else InvalidInput(message)
-    if code == "UNSUPPORTED":
-        return UnsupportedMedia(message)
-    if code in ("UNAVAILABLE", "NOT_FOUND"):
-        return EngineUnavailable(message)
-    return PipelineError(message)
+def error_from_status(status: str | None, message: str) -> PipelineError:
+    """The typed error of a unary call's or a stream's gRPC failure (``StatusCode.INVALID_ARGUMENT`` ...)."""
+    return error_from_triton(message, status or "UNKNOWN")
 
 
 def error_from_stream(message: str) -> PipelineError:
-    """The typed error for an in-band stream error: gRPC streams carry the message without a status
-    (llm's media errors carry their code in the message: :class:`MediaFailed`)."""
-    media = C.parse_media_error(message)
-    if media is not None:
-        return MediaFailed(error_from_triton_code(*media))
-    if message.startswith("internal error"):
-        return PipelineError(message)
-    if _UNAVAILABLE.search(message):
-        return EngineUnavailable(message)
-    return MediaTooLarge(message) if _TOO_LARGE.search(message) else InvalidInput(message)
+    """The typed error of an in-band stream error (no status): one about a media item (contract.ErrorDoc's
+    ``kind``: llm's media step, its audio and image_embeds parts) is a :class:`MediaFailed`, for the
+    service to name the part."""
+    error = error_from_triton(message)
+    return MediaFailed(error) if error.kind is not None else error
 
 
 class TritonBackend:
@@ -233,7 +246,7 @@ class TritonBackend:
                     yield Delta("", video_info=[json.loads(x) for x in info.reshape(-1)])
                     continue
                 names = (C.TEXT_OUTPUT, C.FINISH_REASON, C.CHOICE_INDEX, C.NUM_INPUT_TOKENS,
-                         C.NUM_OUTPUT_TOKENS, C.NUM_VIDEO_TOKENS)
+                         C.NUM_OUTPUT_TOKENS, C.NUM_VIDEO_TOKENS, C.LOGPROBS, C.TOOL_CALLS)
                 delta = delta_from({n: result.as_numpy(n) for n in names})
                 if delta is None:
                     continue
@@ -244,7 +257,7 @@ class TritonBackend:
                         return
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
-                raise EngineUnavailable("the request to the llm model was cancelled") from None
+                raise EngineUnavailable("the request to the llm model was cancelled", transient=False) from None
             raise error_from_status(str(exc.code()), exc.details() or str(exc.code())) from None
         finally:
             if pending:
@@ -259,6 +272,47 @@ class TritonBackend:
                 self._aborts.add(task)
                 task.add_done_callback(self._aborts.discard)
             sent_all.set()
+
+    async def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
+        result = await self._one_response(tokenize_inputs(request), request.request_id)
+        tokens = result.as_numpy(C.TOKENS)
+        if tokens is None:
+            raise PipelineError("the llm model answered a tokenize request without tokens")
+        return json.loads(tokens.reshape(-1)[0])
+
+    async def detokenize(self, token_ids: list[int], request_id: str) -> str:
+        ids = tensor(C.LLM, C.TOKEN_IDS, np.asarray(token_ids, dtype=np.int64).reshape(-1))
+        result = await self._one_response([ids], request_id)
+        text = result.as_numpy(C.TEXT_OUTPUT)
+        if text is None:
+            raise PipelineError("the llm model answered a detokenize request without text")
+        value = text.reshape(-1)[0]
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+    async def _one_response(self, inputs: list[InferInput], request_id: str) -> Any:
+        """The one response of an llm request that answers once (tokenize, detokenize)."""
+        answered = asyncio.Event()
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": C.LLM.name, "inputs": inputs, "request_id": request_id}
+            await answered.wait()
+
+        call = self.client.stream_infer(requests())
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async for result, error in call:
+                    if error is not None:
+                        raise error_from_stream(error.message())
+                    return result
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_status(str(exc.code()), exc.details() or str(exc.code())) from None
+        except TimeoutError:
+            raise EngineUnavailable(f"the llm model did not answer within {self.timeout_s:g} s",
+                                    transient=False) from None
+        finally:
+            answered.set()
+            call.cancel()
+        raise EngineUnavailable("the llm model closed the stream without an answer")
 
     async def abort(self, request_id: str, timeout_s: float = 10.0) -> None:
         """Asks the llm model to stop the running request ``request_id`` (see its abort_request_id)."""

@@ -9,12 +9,17 @@
 - time: connect, per-read and whole-download timeouts; the whole one includes waiting for a slot;
 - size: the byte caps are counted while the body streams in (a Content-Length above the cap
   fails at once, a smaller one is not trusted);
-- concurrency: slots per request, per media host and for the whole server.
+- concurrency: slots per request, per media host and for the whole server;
+- transient failures: an answer 5xx/408/429, or a connection that failed before any byte of the body,
+  is tried again by the shim's retry policy (``fetch_retries``, jittered backoff, at least the server's
+  Retry-After), within the whole-download timeout; the host's slot is given back while waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -33,10 +38,13 @@ from openai_frontend.media.netpolicy import (
     parse_domains,
     system_resolver,
 )
+from openai_frontend.retry import TRANSIENT_STATUSES, RetryPolicy, retry_after_s
 from openai_frontend.settings import Settings, env_name
 
 if TYPE_CHECKING:
     from openai_frontend.budgets import RequestBudget
+
+logger = logging.getLogger(__name__)
 
 MAX_URL_CHARS = 8192
 _HEADERS = {"User-Agent": "video-llm-triton", "Accept-Encoding": "identity"}
@@ -85,6 +93,7 @@ class HttpFetcher:
         self.domains = parse_domains(settings.allowed_media_domains)
         self._server_slots: asyncio.Semaphore | None = None  # made in the app's event loop
         self._host_slots = _Slots(settings.fetch_concurrency_per_host)
+        self.retry = RetryPolicy(settings.fetch_retries, settings.retry_backoff_s)
 
     async def get(self, url: str, where: str, budget: RequestBudget) -> bytes:
         """The body at ``url``; 4xx in OpenAI's shape for anything the policy or the server refuses."""
@@ -104,8 +113,7 @@ class HttpFetcher:
         hops = s.max_redirects if s.follow_redirects else 0
         for _ in range(hops + 1):
             host = self.check_url(url, where)
-            async with self._host_slots.hold(host):
-                location = await self._get_once(url, where, budget)
+            location = await self._get_retrying(url, host, where, budget)
             if isinstance(location, bytes):
                 return location
             url = location
@@ -136,10 +144,26 @@ class HttpFetcher:
                               f"({env_name('allowed_media_domains')})", param=where, code="url_not_allowed")
         return f"{host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
 
+    async def _get_retrying(self, url: str, host: str, where: str, budget: RequestBudget) -> bytes | str:
+        """:meth:`_get_once`, tried again after a transient failure while the retry policy allows."""
+        for retry in itertools.count():
+            async with self._host_slots.hold(host):
+                try:
+                    return await self._get_once(url, where, budget)
+                except _Transient as failure:
+                    if retry >= self.retry.retries:
+                        raise failure.error(retry + 1) from None
+                    wait = self.retry.wait_s(retry, failure.retry_after_s)
+                    logger.info("%s: %s; trying again in %.2f s", where, failure.message, wait)
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
     async def _get_once(self, url: str, where: str, budget: RequestBudget) -> bytes | str:
-        """The body, or the next URL when the answer is a redirect we follow."""
+        """The body, or the next URL when the answer is a redirect we follow; :class:`_Transient` when
+        trying again may succeed (nothing of the body was counted yet)."""
         s = self.settings
         cap = s.max_media_bytes
+        received = 0
         try:
             async with self.client.stream("GET", url, headers=_HEADERS, timeout=timeouts(s)) as r:
                 if r.is_redirect:
@@ -150,6 +174,9 @@ class HttpFetcher:
                             f"server does not follow redirects ({env_name('follow_redirects')}); give the final URL",
                             where, code="media_fetch_failed")
                     return target
+                if r.status_code in TRANSIENT_STATUSES:
+                    raise _Transient(f"could not fetch {_short(url)}: HTTP {r.status_code}", where,
+                                     retry_after_s(r.headers.get("retry-after")))
                 if r.status_code != 200:
                     raise bad_request(f"{where}: could not fetch {_short(url)}: HTTP {r.status_code}", where,
                                       code="media_fetch_failed")
@@ -160,6 +187,7 @@ class HttpFetcher:
                 body = bytearray()
                 async for chunk in r.aiter_bytes():
                     body += chunk
+                    received += len(chunk)
                     budget.spend(len(chunk), where)
                     if len(body) > cap:
                         raise OpenAIError(413, f"{where}: {_short(url)} is larger than {cap} bytes (the limit, "
@@ -178,8 +206,25 @@ class HttpFetcher:
         except httpx.InvalidURL as exc:
             raise bad_request(f"{where}: not a valid URL ({exc})", where, code="invalid_url") from None
         except httpx.HTTPError as exc:
-            raise bad_request(f"{where}: could not fetch {_short(url)}: {exc or type(exc).__name__}", where,
-                              code="media_fetch_failed") from None
+            what = f"could not fetch {_short(url)}: {exc or type(exc).__name__}"
+            if received == 0 and isinstance(exc, httpx.TransportError):  # connect/protocol failure, before the body
+                raise _Transient(what, where) from None
+            raise bad_request(f"{where}: {what}", where, code="media_fetch_failed") from None
+
+
+class _Transient(Exception):
+    """A download failure that trying again may cure (the answer's status, or the connection)."""
+
+    def __init__(self, message: str, where: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.retry_after_s = retry_after_s
+
+    def error(self, attempts: int) -> OpenAIError:
+        """The client's error once no attempt is left."""
+        tried = f" (tried {attempts} times)" if attempts > 1 else ""
+        return bad_request(f"{self.where}: {self.message}{tried}", self.where, code="media_fetch_failed")
 
 
 def _short(url: str, n: int = 120) -> str:

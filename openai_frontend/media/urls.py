@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import mimetypes
 import os
 import re
 import stat
@@ -137,6 +138,27 @@ class MediaFetcher:
             f"{where}: unsupported URL scheme {scheme[:20]!r}; use data:, http(s)://, file://, vllm-file:// or a file id", where,
             code="invalid_url",
         )
+
+    def kind_of(self, url: str, where: str, scope: str = "") -> Kind:
+        """What a file part holds: a stored file by the type its record has, a data: URL by its MIME type;
+        415 for anything but a video, an image or audio (a PDF, say: no media this server reads)."""
+        if url.startswith("data:"):
+            m = _DATA_URL.match(url)
+            if m is None:
+                raise bad_request(f"{where}: a data URL must look like data:<mime>;base64,<data>", where,
+                                  code="invalid_url")
+            mime, what = m["mime"].lower(), "the data"
+        else:
+            file_id = stored_file_id(url, where)
+            record = self.files.get(file_id, scope) if self.files is not None else None
+            if record is None:
+                raise file_not_found(file_id, where)
+            mime, what = record.mime, file_id
+        kind = mime.split("/", 1)[0]
+        if kind not in _MIMES:
+            raise OpenAIError(415, f"{where}: {what} is {mime[:80]}; a file part here must hold a video, an image "
+                              "or audio", param=where, code="unsupported_media")
+        return kind  # type: ignore[return-value]
 
     # --- data: ------------------------------------------------------------------------------------
 
@@ -257,6 +279,30 @@ class MediaFetcher:
                 raise too_large(where, f"{path.name} is {info.st_size} bytes", self.settings.max_media_bytes)
             budget.spend(info.st_size, where)
             return f.read(info.st_size)
+
+
+def stored_file_id(value: str, where: str) -> str:
+    """A file part's id of the Files API (bare, or vLLM's ``vllm-file://<id>``); 404 for anything else, so
+    that no URL the fetcher would follow passes as one."""
+    file_id = file_id_of(value, where).removeprefix(FILE_ID_SCHEME)
+    if not FILE_ID.fullmatch(file_id):
+        raise file_not_found(file_id, where)
+    return file_id
+
+
+def file_data_url(data: str, filename: str | None, where: str) -> str:
+    """A file part's ``file_data`` as the data: URL the fetcher reads: as it is when it is one, else base64
+    whose MIME type its ``filename`` tells (by the extension) or its first bytes do."""
+    if data.startswith("data:"):
+        return data
+    mime = mimetypes.guess_type(filename)[0] if filename else None
+    if mime is None or mime.split("/")[0] not in ("video", "image", "audio"):
+        found = sniff(_b64(data[:88], where))  # 88 base64 characters: the first 66 bytes
+        mime = found[1] if found is not None else mime
+    if mime is None:
+        raise OpenAIError(415, f"{where}: cannot tell what the file holds; give its filename with an extension, "
+                          "or a data: URL", param=where, code="unsupported_media")
+    return f"data:{mime};base64,{data}"
 
 
 def file_id_of(value: str, where: str) -> str:

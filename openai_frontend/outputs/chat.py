@@ -9,6 +9,13 @@ Our extension: a request with videos gets ``video_plan`` (see
 :mod:`openai_frontend.outputs.plan`) beside ``usage`` in the completion and in
 the stream's usage chunk; ``dry_run`` answers the plan and the video token count
 without running the model (:func:`dry_run_body`).
+
+Tool calls (openai_frontend.tools): ``message.tool_calls`` (content null when there is no text) and
+``finish_reason: "tool_calls"``; streamed as chunks whose delta holds ``tool_calls`` as OpenAI streams
+them (index, id, type and function.name first, then argument fragments).
+
+Logprobs (``logprobs: true``, ``top_logprobs``) come from the engine per token; each content
+chunk carries those of its own tokens, the completion those of the whole choice.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from typing import Any
 from openai_frontend.backend.base import Delta
 from openai_frontend.errors import from_exception
 from openai_frontend.outputs.plan import video_plan, video_tokens
-from openai_frontend.service import Completion, Service, Usage
+from openai_frontend.service import Choice, Completion, Service, Usage
 from openai_frontend.sse import DONE, data_event
+from openai_frontend.tools import message_calls
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -33,6 +41,22 @@ def usage_body(usage: Usage) -> dict[str, Any]:
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"video_tokens": usage.video_tokens},
     }
+
+
+def token_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """One token of llm's ``logprobs`` in OpenAI's shape: token, logprob, bytes (of its text, UTF-8)."""
+    token = str(entry.get("token", ""))
+    return {"token": token, "logprob": float(entry.get("logprob", 0.0)),
+            "bytes": list(token.encode("utf-8", "replace"))}
+
+
+def logprobs_body(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """A choice's ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}], "refusal": null}``,
+    or null when the request asked for none."""
+    if entries is None:
+        return None
+    content = [{**token_entry(e), "top_logprobs": [token_entry(t) for t in e.get("top") or ()]} for e in entries]
+    return {"content": content, "refusal": None}
 
 
 def completion_body(request_id: str, created: int, model: str, completion: Completion,
@@ -47,14 +71,23 @@ def completion_body(request_id: str, created: int, model: str, completion: Compl
         "choices": [
             {
                 "index": c.index,
-                "message": {"role": "assistant", "content": c.text, "refusal": None},
-                "logprobs": None,
+                "message": message_body(c),
+                "logprobs": logprobs_body(c.logprobs),
                 "finish_reason": c.finish_reason,
             }
             for c in completion.choices
         ],
         "usage": usage_body(completion.usage),
     }, infos)
+
+
+def message_body(choice: Choice) -> dict[str, Any]:
+    """A choice's message: its text, and the calls the llm's tool parser found (content null when the
+    model only called tools, as OpenAI answers)."""
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text, "refusal": None}
+    return {"role": "assistant", "content": choice.text or None, "refusal": None,
+            "tool_calls": message_calls(choice.tool_calls)}
 
 
 def dry_run_body(request_id: str, created: int, model: str, infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,8 +143,9 @@ class ChunkStream:
         return data_event(body)
 
     @staticmethod
-    def choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def choice(index: int, delta: dict[str, Any], finish_reason: str | None = None,
+               logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return {"index": index, "delta": delta, "logprobs": logprobs_body(logprobs), "finish_reason": finish_reason}
 
     async def events(self, deltas: AsyncIterator[Delta], service: Service, path: str,
                      started: float | None = None) -> AsyncIterator[bytes]:
@@ -123,11 +157,14 @@ class ChunkStream:
                     yield self.chunk([self.choice(i, {"role": "assistant", "content": ""})], usage)
                 async for delta in deltas:
                     usage.add(delta)
-                    if delta.text:
+                    if delta.text or delta.logprobs:  # each chunk carries its own tokens' logprobs
                         if first_text and started is not None:
                             service.metrics.time_to_first_token.observe(time.perf_counter() - started)
                             first_text = False
-                        yield self.chunk([self.choice(delta.index, {"content": delta.text})], usage)
+                        yield self.chunk([self.choice(delta.index, {"content": delta.text},
+                                                      logprobs=delta.logprobs)], usage)
+                    if delta.tool_calls:  # OpenAI's delta calls: index, id, type, function.name, then arguments
+                        yield self.chunk([self.choice(delta.index, {"tool_calls": delta.tool_calls})], usage)
                     if delta.finish_reason:
                         yield self.chunk([self.choice(delta.index, {}, delta.finish_reason)], usage)
                 service.observe(usage)

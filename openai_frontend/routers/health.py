@@ -1,4 +1,5 @@
-"""GET /health (the shim is alive), /health/ready (Triton's models are ready), /metrics (Prometheus).
+"""GET /health (the shim is alive), /health/ready (Triton's models are ready; also GET/POST /ping, vLLM's name),
+/metrics (Prometheus).
 
 With several tritonservers, /health/ready is ready while at least one is, and its body reports each
 endpoint's state (``endpoints``: url -> state, error, in_flight)."""
@@ -32,6 +33,13 @@ async def ready(request: Request) -> Response:
                          for url, s in endpoints.items())
         raise OpenAIError(503, f"no tritonserver endpoint has llm and video_media ready: {down}", code="not_ready")
     raise OpenAIError(503, "tritonserver's llm and video_media models are not ready", code="not_ready")
+
+
+@router.get("/ping")
+@router.post("/ping")
+async def ping(request: Request) -> Response:
+    """vLLM's (and SageMaker's) readiness probe: /health/ready's answer, for GET and POST."""
+    return await ready(request)
 
 
 @router.get("/metrics")

@@ -51,6 +51,7 @@ class SamplingFields(Strict):
     metadata: dict[str, Any] | None = None
     store: bool | None = None
     service_tier: str | None = None
+    # with tools: false keeps one call (vLLM's grammar and parser hold it to one); see openai_frontend.tools
     parallel_tool_calls: bool | None = None
 
     SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("temperature", "top_p", "seed", "stop", "top_k", "min_p", "min_tokens", "presence_penalty",
@@ -84,6 +85,30 @@ class SamplingFields(Strict):
         if n is not None:
             out["n"] = n
         return out
+
+
+#: chat_template_kwargs keys vLLM refuses: the template is the server's, and it must render text.
+REFUSED_TEMPLATE_KWARGS = ("chat_template", "tokenize")
+
+
+def template_kwargs(kwargs: dict[str, Any] | None, add_generation_prompt: bool | None = None,
+                    continue_final_message: bool | None = None) -> dict[str, Any]:
+    """The llm model's ``chat_template_kwargs``, merged as vLLM merges them: the request's top-level
+    ``add_generation_prompt`` (default: true, false with continue_final_message) and
+    ``continue_final_message`` (default false) win over the same keys inside ``kwargs``. ``{}`` when
+    nothing differs from the template's defaults."""
+    for key in REFUSED_TEMPLATE_KWARGS:
+        if kwargs and key in kwargs:
+            raise bad_request(f"chat_template_kwargs.{key}: not allowed (the chat template is the served model's, "
+                              "and it renders text)", f"chat_template_kwargs.{key}")
+    final = bool(continue_final_message)
+    generation = (not final) if add_generation_prompt is None else add_generation_prompt
+    if generation and final:
+        raise bad_request("continue_final_message: cannot be combined with add_generation_prompt: true",
+                          "continue_final_message")
+    if not kwargs and generation and not final:
+        return {}
+    return {**(kwargs or {}), "add_generation_prompt": generation, "continue_final_message": final}
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -162,6 +187,13 @@ def validate_part(raw: Any, where: str, models: dict[str, type[BaseModel]], supp
         raise OpenAIError(400, f"{where}.type: unknown content part type {kind!r}; supported: {', '.join(supported)}",
                           param=f"{where}.type", code="invalid_value")
     return validate(model, raw, where)
+
+
+def media_uuid(uuid: str | None, where: str) -> str | None:
+    """A media part's ``uuid`` beside its media: None, or a non-empty string."""
+    if uuid is not None and not uuid:
+        raise OpenAIError(400, f"{where}.uuid: must not be empty", param=f"{where}.uuid", code="invalid_value")
+    return uuid
 
 
 def media_url(url: str, uuid: str | None, param: str, where: str) -> str:

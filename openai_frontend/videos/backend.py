@@ -97,12 +97,12 @@ def event_from(result: Any) -> VideoEvent:
 
 
 def error_from_model(message: str) -> PipelineError:
-    """The typed error for an in-band error of the model (streams carry no status)."""
-    if message.startswith(("generation failed", "internal error")):
-        return PipelineError(message)
-    if message.startswith("cancelled"):  # not by us (we close the stream first): the model is shutting down
-        return EngineUnavailable(f"the video model stopped the request: {message}")
-    return error_from_stream(message)
+    """The typed error for an in-band error of the model (streams carry no status; the model's own errors
+    carry their document, video_pipeline.contract.ErrorDoc)."""
+    error = error_from_stream(message)
+    if error.triton_code == "CANCELLED":  # not by us (we close the stream first): the model is shutting down
+        return EngineUnavailable(f"the video model stopped the request: {error}")
+    return error
 
 
 class TritonVideoBackend:

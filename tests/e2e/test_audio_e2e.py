@@ -53,5 +53,6 @@ def test_llm_refuses_its_audio_input_as_a_media_error_when_the_model_takes_no_au
     with pytest.raises(InferenceServerException) as caught:
         stream(triton.grpc_url, C.LLM.name, _inputs(messages=json.dumps(messages), audio=[bad_media.wav_tone()],
                                                     sampling_parameters=json.dumps({"max_tokens": 2})))
-    assert C.parse_media_error(caught.value.message()) == (
-        "INVALID_ARG", "audio 0: this model takes no audio (its folder has no feature extractor)")
+    doc = C.parse_error(caught.value.message())
+    assert doc is not None and (doc.triton_code, doc.kind, doc.index, doc.message) == (
+        "INVALID_ARG", "audio", 0, "audio 0: this model takes no audio (its folder has no feature extractor)")

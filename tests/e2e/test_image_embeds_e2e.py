@@ -202,5 +202,6 @@ def test_llm_refuses_its_image_embeds_input_when_the_engine_has_them_off(triton,
     with pytest.raises(InferenceServerException) as caught:
         stream(triton.grpc_url, C.LLM.name, _inputs(messages=json.dumps(messages), image_embeds=[doc],
                                                     sampling_parameters=json.dumps({"max_tokens": 2})))
-    code, message = C.parse_media_error(caught.value.message())
-    assert code == "INVALID_ARG" and "enable_mm_embeds" in message and message.startswith("image_embeds 0: ")
+    doc = C.parse_error(caught.value.message())
+    assert doc is not None and doc.triton_code == "INVALID_ARG" and (doc.kind, doc.index) == ("image_embeds", 0)
+    assert "enable_mm_embeds" in doc.message and doc.message.startswith("image_embeds 0: ")

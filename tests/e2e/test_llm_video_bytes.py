@@ -100,9 +100,9 @@ def test_llm_answers_the_media_models_error_marked_with_its_code_when_the_video_
     with pytest.raises(Exception) as info:
         infos_of(triton.grpc_url, _inputs(messages=json.dumps(ASK), video=[video], video_options=options,
                                           sampling_parameters=json.dumps(GREEDY)))
-    parsed = C.parse_media_error(str(info.value.message()))
-    assert parsed is not None, str(info.value)
-    assert parsed[0] == code and needle in parsed[1]
+    doc = C.parse_error(str(info.value.message()))
+    assert doc is not None, str(info.value)
+    assert doc.triton_code == code and doc.kind == "video" and needle in doc.message
 
 
 def test_llm_aborts_a_video_bytes_generation_when_the_client_cancels_mid_stream(triton, clip) -> None:

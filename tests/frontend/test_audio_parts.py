@@ -83,6 +83,18 @@ def test_chat_input_audio_becomes_an_llm_audio_element_when_the_model_takes_audi
     assert tensors[C.AUDIO].shape() == [1] and tensors[C.AUDIO].datatype() == "BYTES"
 
 
+def test_chat_audio_parts_carry_their_tenant_scoped_uuid_and_a_uuid_alone_sends_no_bytes(audio_client,
+                                                                                       audio_backend) -> None:
+    data = wav()
+    r = chat(audio_client, {"type": "input_audio", "input_audio": {"data": b64(data), "format": "wav"}, "uuid": "t1"},
+             {"type": "audio_url", "audio_url": None, "uuid": "t1"})
+    assert r.status_code == 200, r.text
+    request = audio_backend.requests[-1]
+    assert request.audios == [data, b""]
+    first, second = request.messages[0]["content"][:2]
+    assert first[C.MEDIA_UUID].endswith(":t1") and first == second == {"type": "audio", C.MEDIA_UUID: first[C.MEDIA_UUID]}
+
+
 @pytest.mark.parametrize("shape", ["object", "string"])
 def test_chat_audio_url_data_and_file_are_fetched_when_given(audio_client, audio_backend, media_dir, shape) -> None:
     data = make_audio_only("aac", "mp4", 0.5)
@@ -145,7 +157,10 @@ def test_chat_marks_video_parts_when_use_audio_in_video_is_true(audio_client, au
     ({"type": "audio_url", "audio_url": {"url": "file-doesnotexist"}}, 404, "no such file"),
     ({"type": "audio_url", "audio_url": {}}, 400, "url"),
     ({"type": "audio_url", "audio_url": {"url": ""}}, 400, "audio_url"),
-    ({"type": "audio_url", "audio_url": {"url": "x"}, "uuid": "u"}, 400, "uuid"),
+    ({"type": "audio_url", "audio_url": {"url": "x"}, "uuid": ""}, 400, "uuid"),
+    ({"type": "input_audio", "input_audio": {"data": b64(wav()), "format": "wav"}, "uuid": ""}, 400, "uuid"),
+    ({"type": "input_audio"}, 400, "required"),
+    ({"type": "audio_url", "audio_url": None}, 400, "required"),
 ])
 def test_chat_answers_4xx_naming_the_part_when_the_audio_is_bad(audio_client, part, status, needle) -> None:
     r = chat(audio_client, part)
@@ -199,8 +214,8 @@ def test_chat_names_the_audio_part_when_llm_refuses_its_audio(audio_client, audi
     from openai_frontend.backend.base import MediaFailed
     from video_pipeline.errors import MediaTooLarge
 
-    audio_backend.generate_error = MediaFailed(MediaTooLarge("audio 1: the audio lasts more than 600 s; the limit "
-                                                            "is 600 s"))
+    audio_backend.generate_error = MediaFailed(MediaTooLarge("the audio lasts more than 600 s; the limit is 600 s",
+                                                            kind="audio", index=1))
     part = {"type": "input_audio", "input_audio": {"data": b64(wav(0.1)), "format": "wav"}}
     r = chat(audio_client, part, part)
     assert r.status_code == 413, r.text

@@ -62,10 +62,10 @@ def test_chat_answers_400_naming_a_wrongly_typed_parameter(client) -> None:
 
 
 def test_chat_answers_400_when_an_unsupported_parameter_is_given(client) -> None:
-    r = chat(client, {"type": "text", "text": "hi"}, tools=[{"type": "function"}])
+    r = chat(client, {"type": "text", "text": "hi"}, functions=[{"name": "f"}])
     assert r.status_code == 400
-    assert error_of(r) == {"message": "unsupported parameter: tools", "type": "invalid_request_error",
-                           "param": "tools", "code": "unsupported_parameter"}
+    assert error_of(r) == {"message": "unsupported parameter: functions", "type": "invalid_request_error",
+                           "param": "functions", "code": "unsupported_parameter"}
 
 
 def test_chat_answers_404_model_not_found_when_the_model_is_unknown(client) -> None:
@@ -247,7 +247,7 @@ def test_chat_answers_400_when_a_frame_list_holds_something_that_is_not_an_image
 
 
 def test_chat_names_the_failing_part_when_one_of_several_videos_is_bad(settings) -> None:
-    backend = FakeBackend(media_error=InvalidInput("video 1: the data is not a video"))
+    backend = FakeBackend(media_error=InvalidInput("the data is not a video", kind="video", index=1))
     with TestClient(create_app(settings, backend)) as client:
         r = chat(client, video(data_url(VIDEO)), {"type": "text", "text": "and"}, video(data_url(VIDEO)))
     err = error_of(r)

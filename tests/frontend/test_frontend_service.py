@@ -125,24 +125,33 @@ def test_delta_from_reads_every_llm_output_when_given_a_response() -> None:
 
 
 @pytest.mark.parametrize(("status", "message", "kind"), [
-    ("StatusCode.INVALID_ARGUMENT", "the video is corrupt", InvalidInput),
-    ("StatusCode.INVALID_ARGUMENT", "the video lasts 20000.0 s; the limit is 14400 s", MediaTooLarge),
-    ("StatusCode.UNIMPLEMENTED", "no decoder for the video codec (x)", UnsupportedMedia),
+    ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'video'", InvalidInput),
+    ("StatusCode.UNIMPLEMENTED", "not implemented", UnsupportedMedia),
     ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", EngineUnavailable),
     ("StatusCode.INTERNAL", "boom", PipelineError),
 ])
-def test_triton_statuses_map_to_typed_errors_when_media_inference_fails(status, message, kind) -> None:
+def test_triton_statuses_map_to_typed_errors_when_the_error_is_tritons_own(status, message, kind) -> None:
     err = error_from_status(status, message)
     assert type(err) is kind and message in str(err)
 
 
-@pytest.mark.parametrize(("message", "kind"), [
-    ("invalid sampling parameters: n must be 1 when using greedy sampling", InvalidInput),
-    ("the inference engine is not healthy", EngineUnavailable),
-    ("internal error (KeyError)", PipelineError),
+@pytest.mark.parametrize("error", [
+    InvalidInput("the video is corrupt"),
+    MediaTooLarge("the video lasts 20000.0 s; the limit is 14400 s"),
+    UnsupportedMedia("no decoder for the video codec (x)"),
+    EngineUnavailable("the inference engine is not healthy"),
+    PipelineError("internal error (KeyError)"),
 ])
-def test_stream_errors_map_to_typed_errors_by_message_when_they_carry_no_status(message, kind) -> None:
-    assert type(error_from_stream(message)) is kind
+def test_triton_errors_map_to_the_typed_error_their_document_names_whatever_the_status(error) -> None:
+    # BLS and ensembles report INTERNAL whatever the model said; a stream's in-band errors have no status
+    for err in (error_from_status("StatusCode.INTERNAL", error.to_doc().encode()),
+                error_from_stream(error.to_doc().encode())):
+        assert type(err) is type(error) and str(err) == str(error)
+
+
+def test_stream_errors_without_a_document_read_as_unavailable_when_tritonserver_refuses() -> None:
+    err = error_from_stream("Request for unknown model: 'llm' is not found")
+    assert type(err) is EngineUnavailable and err.transient and "unknown model" in str(err)
 
 
 # --- settings ---------------------------------------------------------------------------------------

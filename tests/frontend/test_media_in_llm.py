@@ -40,18 +40,19 @@ def test_llm_inputs_carry_the_container_bytes_and_options_when_llm_decodes() -> 
     assert by_name[C.VIDEO].shape() == [2] and by_name[C.VIDEO].datatype() == "BYTES"
 
 
-@pytest.mark.parametrize(("code", "message", "kind"), [
-    ("INVALID_ARG", "not a decodable video container", InvalidInput),
-    ("INVALID_ARG", "the video is 9000x9000; the limit is 8192x8192", MediaTooLarge),
-    ("UNSUPPORTED", "no decoder for the video codec (vp9)", UnsupportedMedia),
+@pytest.mark.parametrize(("message", "kind"), [
+    ("not a decodable video container", InvalidInput),
+    ("the video is 9000x9000; the limit is 8192x8192", MediaTooLarge),
+    ("no decoder for the video codec (vp9)", UnsupportedMedia),
 ])
-def test_stream_error_becomes_media_failed_with_the_typed_error_when_llm_marks_it(code, message, kind) -> None:
-    err = error_from_stream(C.media_error_message(code, message))
+def test_stream_error_becomes_media_failed_with_the_typed_error_when_it_is_about_a_video(message, kind) -> None:
+    err = error_from_stream(kind(message).at("video").to_doc().encode())
     assert isinstance(err, MediaFailed) and type(err.error) is kind and str(err.error) == message
 
 
-def test_stream_error_stays_a_generation_error_when_it_is_not_marked() -> None:
-    assert not isinstance(error_from_stream("the prompt is longer than the model's context"), MediaFailed)
+def test_stream_error_stays_a_generation_error_when_it_is_about_no_media_item() -> None:
+    error = InvalidInput("the prompt is longer than the model's context", code="context_length_exceeded")
+    assert not isinstance(error_from_stream(error.to_doc().encode()), MediaFailed)
 
 
 @pytest.mark.parametrize(("error", "status"), [

@@ -109,7 +109,7 @@ def test_responses_answers_404_when_a_part_names_an_unknown_file_id(client, back
 @pytest.mark.parametrize(("extra", "param"), [
     ({"previous_response_id": "resp_1"}, "previous_response_id"),
     ({"tools": [{"type": "web_search"}]}, "tools"),
-    ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+    ({"include": ["reasoning.encrypted_content"]}, "include"),
     ({"frobnicate": 1}, "frobnicate"),
 ])
 def test_responses_answers_400_naming_the_parameter_when_it_is_unsupported(client, extra, param) -> None:
@@ -119,5 +119,5 @@ def test_responses_answers_400_naming_the_parameter_when_it_is_unsupported(clien
 
 
 def test_responses_answers_400_when_an_input_item_is_not_a_message(client) -> None:
-    r = respond(client, input=[{"type": "function_call_output", "call_id": "x", "output": "y"}])
+    r = respond(client, input=[{"type": "reasoning", "summary": []}])
     assert r.status_code == 400 and r.json()["error"]["param"] == "input[0].type"

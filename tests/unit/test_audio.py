@@ -171,8 +171,8 @@ def test_handler_refuses_audio_naming_it_when_the_model_takes_none(engine) -> No
     with pytest.raises(InvalidInput) as caught:
         handler.submit({C.MESSAGES: _messages({"type": "audio"}),
                         C.AUDIO: np.array([bad_media.wav_tone()], dtype=np.object_)}, "a-2", Sink())
-    assert C.parse_media_error(str(caught.value)) == ("INVALID_ARG", "audio 0: this model takes no audio (its folder "
-                                                      "has no feature extractor)")
+    assert (caught.value.triton_code, caught.value.kind, caught.value.index, str(caught.value)) == (
+        "INVALID_ARG", "audio", 0, "audio 0: this model takes no audio (its folder has no feature extractor)")
 
 
 def test_handler_fails_the_request_with_a_media_error_when_the_audio_is_not_audio(engine) -> None:
@@ -181,8 +181,8 @@ def test_handler_fails_the_request_with_a_media_error_when_the_audio_is_not_audi
     handler.submit({C.MESSAGES: _messages({"type": "audio"}, {"type": "audio"}),
                     C.AUDIO: np.array([bad_media.wav_tone(), b"<html>" * 40], dtype=np.object_)}, "a-3", sink)
     assert sink.done.wait(20)
-    code, message = C.parse_media_error(str(sink.error))  # type: ignore[misc]
-    assert code == "UNSUPPORTED" and message.startswith("audio 1: ")
+    assert sink.error.triton_code == "UNSUPPORTED" and str(sink.error).startswith("audio 1: ")
+    assert (sink.error.kind, sink.error.index) == ("audio", 1)
 
 
 class TrackMedia(Media):
@@ -216,7 +216,7 @@ def test_handler_refuses_use_audio_in_video_when_the_video_has_no_track(engine) 
     handler.submit({C.MESSAGES: _messages({"type": "video", C.USE_AUDIO_IN_VIDEO: True}),
                     C.VIDEO: np.array([make_video(ClipSpec())], dtype=np.object_)}, "a-5", sink)
     assert sink.done.wait(20)
-    assert C.parse_media_error(str(sink.error))[1].startswith("video 0: ")  # type: ignore[index]
+    assert str(sink.error).startswith("video 0: ") and (sink.error.kind, sink.error.index) == ("video", 0)
 
 
 def test_handler_refuses_use_audio_in_video_when_given_decoded_frames(engine) -> None:
@@ -225,3 +225,34 @@ def test_handler_refuses_use_audio_in_video_when_given_decoded_frames(engine) ->
         handler.submit({C.MESSAGES: _messages({"type": "video", C.USE_AUDIO_IN_VIDEO: True}),
                         C.VIDEO_FRAMES: np.zeros((2, 28, 28, 3), np.uint8), C.VIDEO_INFO: json_tensor([INFO])},
                        "a-6", Sink())
+
+
+# --- an audio-only model (Qwen2-Audio) and audio parts named by uuid -----------------------------------------------
+
+
+def test_media_settings_of_an_audio_model_take_no_video_or_images_and_keep_the_audio_rate() -> None:
+    from tests.conftest import ROOT
+    from video_pipeline.engines import tiny_audio
+    from video_pipeline.media.model_media import load_media_settings
+
+    media = load_media_settings(tiny_audio.build(ROOT / ".tiny" / "qwen2_audio"))
+    assert (media.family, media.sizing, media.audio_sampling_rate, media.takes_visual) == ("qwen2_audio", "none",
+                                                                                            16000, False)
+    for call in (lambda: media.video_size(8, 360, 640), lambda: media.image_size(360, 640)):
+        with pytest.raises(InvalidInput, match="takes no video or images"):
+            call()
+    assert MediaSettings.from_dict(media.to_dict()).takes_visual is False  # as the shim reads it
+
+
+def test_decode_request_audio_caches_parts_named_by_a_uuid_and_serves_the_uuid_alone_from_there() -> None:
+    from video_pipeline.llm_handler import ImageCache, decode_request_audio
+
+    cache = ImageCache(size=lambda item: int(item.samples.nbytes))
+    first, uuids = decode_request_audio([bad_media.wav_tone()], AudioSettings(16000, "test", None, "test"), 60, ["t:tone"], cache)
+    assert uuids[0] is not None and uuids[0].startswith("vlt-aud-")
+    again, again_uuids = decode_request_audio([b""], AudioSettings(16000, "test", None, "test"), 60, ["t:tone"], cache)
+    assert np.array_equal(again[0].samples, first[0].samples) and again_uuids == uuids
+    with pytest.raises(InvalidInput, match="audio 0: uuid 'other': no audio is cached"):
+        decode_request_audio([b""], AudioSettings(16000, "test", None, "test"), 60, ["t:other"], cache)
+    plain, plain_uuids = decode_request_audio([bad_media.wav_tone()], AudioSettings(16000, "test", None, "test"), 60)
+    assert plain_uuids == [None] and plain[0].sampling_rate == 16000

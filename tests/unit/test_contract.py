@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
+from video_pipeline import model_config
 from video_pipeline.contract import MODELS, Tensor, config_parameters
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 
 
-def _parse_tensors(text: str, section: str) -> list[Tensor]:
-    """Reads the `input [...]` / `output [...]` block of a config.pbtxt (our flat one-line style)."""
-    m = re.search(rf"^{section}\s*\[(.*?)^\]", text, re.S | re.M)
-    if m is None:
-        return []
-    tensors = []
-    for body in re.findall(r"\{(.*?)\}", m.group(1), re.S):
-        name = re.search(r'name:\s*"([^"]+)"', body).group(1)
-        dtype = re.search(r"data_type:\s*(\w+)", body).group(1)
-        dims = tuple(int(d) for d in re.search(r"dims:\s*\[([^\]]*)\]", body).group(1).split(","))
-        optional = bool(re.search(r"optional:\s*true", body))
-        tensors.append(Tensor(name, dtype, dims, optional))
-    return tensors
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_contract_matches_config_when_parsed(name: str) -> None:
-    contract = MODELS[name]
-    text = (REPO / name / "config.pbtxt").read_text()
-    assert re.search(rf'^name:\s*"{name}"', text, re.M), "config name differs from its folder"
-    assert tuple(_parse_tensors(text, "input")) == contract.inputs
-    assert tuple(_parse_tensors(text, "output")) == contract.outputs
-    decoupled = bool(re.search(r"decoupled:\s*true", text))
-    assert decoupled == contract.decoupled
+    """Names, types, dims, optional, decoupled and backend, read as tritonserver reads the file."""
+    assert model_config.contract_of(model_config.read(REPO / name)) == MODELS[name]
 
 
 def test_contract_covers_every_model_when_repository_scanned() -> None:
@@ -43,30 +23,21 @@ def test_contract_covers_every_model_when_repository_scanned() -> None:
     assert folders == set(MODELS), f"models without a contract entry: {folders ^ set(MODELS)}"
 
 
-def test_contract_parser_detects_drift_when_dims_differ() -> None:
-    text = 'input [\n  { name: "video" data_type: TYPE_STRING dims: [ 2 ] }\n]\n'
-    assert _parse_tensors(text, "input") == [Tensor("video", "TYPE_STRING", (2,))]
-
-
-def _steps(text: str) -> list[tuple[str, dict[str, str], dict[str, str]]]:
-    steps = []
-    for body in re.split(r"\n    \{", text)[1:]:
-        model = re.search(r'model_name:\s*"([^"]+)"', body).group(1)
-        ins = dict(re.findall(r'input_map\s*\{\s*key:\s*"([^"]+)"\s*value:\s*"([^"]+)"', body))
-        outs = dict(re.findall(r'output_map\s*\{\s*key:\s*"([^"]+)"\s*value:\s*"([^"]+)"', body))
-        steps.append((model, ins, outs))
-    return steps
+def test_contract_of_config_detects_drift_when_dims_differ() -> None:
+    config = model_config.parse('name: "m" input [ { name: "video" data_type: TYPE_STRING dims: [ 2 ] } ]')
+    assert model_config.contract_of(config).inputs == (Tensor("video", "TYPE_STRING", (2,)),)
 
 
 @pytest.mark.parametrize("name", sorted(n for n, m in MODELS.items() if m.backend == ""))
 def test_ensemble_wiring_is_consistent_when_steps_are_checked(name: str) -> None:
     """Each step maps real tensors of its model, internals start with '_', types agree end to end."""
     contract = MODELS[name]
-    text = (REPO / name / "config.pbtxt").read_text()
-    assert re.search(r'platform:\s*"ensemble"', text)
+    config = model_config.read(REPO / name)
+    assert config.platform == "ensemble"
     available = {t.name: t for t in contract.inputs}
     produced_outputs = set()
-    for model, ins, outs in _steps(text):
+    for step_config in config.ensemble_scheduling.step:
+        model, ins, outs = step_config.model_name, dict(step_config.input_map), dict(step_config.output_map)
         step = MODELS[model]
         step_inputs = {t.name: t for t in step.inputs}
         step_outputs = {t.name: t for t in step.outputs}

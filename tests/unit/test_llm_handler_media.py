@@ -97,13 +97,15 @@ def test_handler_decodes_through_its_media_callable_then_answers_the_info_first_
     assert all(C.VIDEO_INFO not in t for t in texts)
 
 
-def test_handler_marks_the_media_error_with_its_code_when_the_media_model_refuses(engine) -> None:
+def test_handler_marks_the_media_error_as_about_the_videos_when_the_media_model_refuses(engine) -> None:
     handler = LlmHandler(engine, Media(UnsupportedMedia("no decoder for the video codec (vp9)")))
     sink = Sink()
     handler.submit(inputs(), "rid-2", sink)
     assert sink.done.wait(10)
     assert isinstance(sink.error, UnsupportedMedia) and not sink.sent
-    assert C.parse_media_error(str(sink.error)) == ("UNSUPPORTED", "no decoder for the video codec (vp9)")
+    assert (sink.error.kind, sink.error.index, str(sink.error)) == ("video", None, "no decoder for the video codec (vp9)")
+    doc = sink.error.to_doc()  # what its Triton error carries
+    assert (doc.triton_code, doc.status, doc.kind) == ("UNSUPPORTED", 415, "video")
 
 
 def test_handler_skips_generation_when_the_client_cancelled_while_the_video_was_decoding(engine, fake) -> None:

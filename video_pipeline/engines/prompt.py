@@ -10,6 +10,7 @@ GLM-4.1V (tests/parity checks each against transformers).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ _TEXT_TYPES = frozenset({"text", "input_text"})
 _IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
 _VIDEO_TYPES = frozenset({"video", "video_url", "input_video"})
 _AUDIO_TYPES = frozenset({"audio", "audio_url", "input_audio"})
-_ROLES = frozenset({"system", "developer", "user", "assistant"})
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
 @dataclass(frozen=True)
@@ -99,15 +100,82 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             raise InvalidInput(f"messages[{i}].role must be one of {sorted(_ROLES)}, got {role!r}")
         # OpenAI's "developer" is the system prompt under a new name; Qwen templates know only "system".
         role = "system" if role == "developer" else role
+        if role == "tool":
+            out.append(_tool_message(message, f"messages[{i}]"))
+            continue
         content = message.get("content")
+        calls = _tool_calls(message, f"messages[{i}]") if role == "assistant" else []
+        if content is None and calls:
+            content = ""  # a turn that only called tools (vLLM renders it with empty content too)
         if isinstance(content, str):
-            out.append({"role": role, "content": content})
+            out.append({"role": role, "content": content, **({"tool_calls": calls} if calls else {})})
             continue
         if not isinstance(content, Sequence) or isinstance(content, bytes):
             raise InvalidInput(f"messages[{i}].content must be a string or a list of parts")
         parts = [_normalize_part(part, f"messages[{i}].content[{j}]") for j, part in enumerate(content)]
-        out.append({"role": role, "content": parts})
+        out.append({"role": role, "content": parts, **({"tool_calls": calls} if calls else {})})
     return out
+
+
+def _tool_message(message: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A ``role: "tool"`` message as chat templates take it (vLLM's shape): its ``tool_call_id`` and
+    its content as one string (text parts joined by newlines)."""
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise InvalidInput(f"{where}.tool_call_id: a tool message needs the id of the call it answers")
+    content = message.get("content")
+    if content is None:
+        content = ""
+    elif not isinstance(content, str):
+        if not isinstance(content, Sequence) or isinstance(content, bytes):
+            raise InvalidInput(f"{where}.content must be a string or a list of text parts")
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") not in _TEXT_TYPES or not isinstance(
+                    part.get("text"), str):
+                raise InvalidInput(f"{where}.content[{j}]: a tool message takes only text parts")
+            texts.append(part["text"])
+        content = "\n".join(texts)
+    return {"role": "tool", "content": content, "tool_call_id": call_id}
+
+
+def _tool_calls(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """An assistant message's ``tool_calls`` as chat templates take them: ``arguments`` as an object
+    (vLLM parses the JSON string too; here arguments that are not a JSON object are refused)."""
+    calls = message.get("tool_calls")
+    if calls is None:
+        return []
+    if not isinstance(calls, Sequence) or isinstance(calls, (str, bytes)):
+        raise InvalidInput(f"{where}.tool_calls must be a list")
+    out = []
+    for j, call in enumerate(calls):
+        at = f"{where}.tool_calls[{j}]"
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or call.get("type", "function") != "function":
+            raise InvalidInput(f"{at}: only function tool calls are supported ({{\"type\": \"function\", "
+                               "\"function\": {\"name\", \"arguments\"}}})")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"{at}.function.name: required")
+        out.append({**({"id": call["id"]} if isinstance(call.get("id"), str) else {}), "type": "function",
+                    "function": {"name": name, "arguments": tool_arguments(function.get("arguments"),
+                                                                             f"{at}.function.arguments")}})
+    return out
+
+
+def tool_arguments(raw: Any, where: str) -> dict[str, Any]:
+    """A tool call's ``arguments`` (a JSON string, as OpenAI sends them, or an object) as an object."""
+    if raw is None or raw == "":
+        return {}
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{where}: must be a JSON object, got {type(value).__name__}")
+    return dict(value)
 
 
 def count_media_parts(messages: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
@@ -149,10 +217,15 @@ def render_prompt(request: GenerationRequest, tokenizer: Any, chat_template: str
             f"messages have {audios} audio part(s) but the request carries {len(request.audios)} audio item(s)"
         )
     if _drops_string_content(tokenizer, chat_template):
-        messages = [{**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str)
-                    else m for m in messages]
+        # (tool messages stay strings: templates render their content as one, as vLLM sends it)
+        messages = [{**m, "content": [{"type": "text", "text": m["content"]}]}
+                    if isinstance(m["content"], str) and m["role"] != "tool" else m for m in messages]
     kwargs = dict(request.chat_template_kwargs)
     kwargs.setdefault("add_generation_prompt", True)
+    # vLLM's server hands the request's tools to apply_chat_template the same way (tools=...), also
+    # with tool_choice "none"; a template that has no tools section renders without them.
+    if request.tools:
+        kwargs["tools"] = [dict(t) for t in request.tools]
     try:
         text = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False, **kwargs)
     except Exception as exc:  # jinja2 raises TemplateError subclasses and, via raise_exception(), others
@@ -229,6 +302,8 @@ def multi_modal_uuids(request: GenerationRequest) -> dict[str, list[str | None]]
         out["video"] = [u if isinstance(u, str) and u else None for u in uuids]
     if any(request.image_uuids):
         out["image"] = [u or None for u in request.image_uuids]
+    if any(request.audio_uuids):
+        out["audio"] = [u or None for u in request.audio_uuids]
     return out or None
 
 

@@ -127,12 +127,17 @@ class GenerationRequest:
     # per image: vLLM's multi_modal_uuid for it (derived from its content), or None: vLLM hashes it
     image_uuids: Sequence[str | None] = ()
     audios: Sequence[AudioInput] = ()  # audio parts, in order
+    audio_uuids: Sequence[str | None] = ()  # per audio part: vLLM's multi_modal_uuid (its content's), or None
     # image_embeds parts instead of images (never both, as in vLLM): per part its checked tensors
     # (video_pipeline.media.embeds.decode_part), in the order image parts appear
     image_embeds: Sequence[Mapping[str, Any]] = ()
     sampling: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = True
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # OpenAI chat tool definitions, given to the chat template (as vLLM's server gives them)
+    tools: Sequence[Mapping[str, Any]] = ()
+    # how the output is read for tool calls (video_pipeline.engines.tools.tool_calling_of); None: it is not
+    tool_calling: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.request_id, str) or not self.request_id:
@@ -161,6 +166,9 @@ class GenerationRequest:
             if not isinstance(audio, AudioInput):
                 raise InvalidInput("audios must be AudioInput items")
         object.__setattr__(self, "audios", tuple(self.audios))
+        if self.audio_uuids and len(self.audio_uuids) != len(self.audios):
+            raise InvalidInput(f"audio_uuids has {len(self.audio_uuids)} entries for {len(self.audios)} audio item(s)")
+        object.__setattr__(self, "audio_uuids", tuple(self.audio_uuids))
         tracks = [v.audio is not None for v in self.videos]
         if any(tracks) and not all(tracks):
             raise InvalidInput("use_audio_in_video needs the audio track of every video of the request")
@@ -173,12 +181,29 @@ class GenerationRequest:
         return any(v.audio is not None for v in self.videos)
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability, and the most likely tokens at its position."""
+
+    token_id: int
+    token: str  # its text
+    logprob: float  # <= 0
+    top: tuple[tuple[int, str, float], ...] = ()  # (id, text, logprob), most likely first
+
+    def to_json(self) -> dict[str, Any]:
+        """The llm model's ``logprobs`` entry: ``{"id", "token", "logprob", "top": [{"id", "token", "logprob"}]}``."""
+        return {"id": self.token_id, "token": self.token, "logprob": self.logprob,
+                "top": [{"id": i, "token": t, "logprob": lp} for i, t, lp in self.top]}
+
+
+@dataclass(frozen=True)
 class GenerationDelta:
     """New output of one choice since its previous delta.
 
     Streams merge tokens when the consumer lags: a delta may carry several
     tokens, and the last delta of a choice may carry none (only
     ``finish_reason``). Counts are totals so far, not increments.
+    ``logprobs`` (when the request asked for them) holds one entry per token of
+    ``token_ids``.
     """
 
     index: int  # choice index, 0 .. n-1
@@ -190,6 +215,7 @@ class GenerationDelta:
     completion_tokens: int  # tokens generated for this choice so far
     video_tokens: int  # video placeholder tokens in the prompt (all videos)
     image_tokens: int  # image placeholder tokens in the prompt (all images)
+    logprobs: tuple[TokenLogprob, ...] | None = None  # None: not asked for
 
     @property
     def finished(self) -> bool:

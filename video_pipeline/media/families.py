@@ -8,6 +8,8 @@ model's ``config.json`` that use it. A family names:
   ``"clip"`` — the pixels of all frames together fitted into [min, max] (Qwen3-VL, whose
   video processor treats ``size.longest_edge`` as a budget for frames x height x width);
   ``"fixed"`` — every frame resized to one size, a fixed number of tokens per frame;
+  ``"none"`` — an audio-only model (Qwen2-Audio): no video, no images (its audio settings come
+  from the feature extractor, video_pipeline.media.audio);
 - ``defaults``: the processor class's own values, used for keys the model folder leaves out
   (transformers does the same), spelled as in the processor's JSON;
 - ``video_processor`` / ``image_processor``: the transformers class names the family's
@@ -276,7 +278,53 @@ GLM4V = Family(
     read=read_glm4v,
 )
 
-FAMILIES: tuple[Family, ...] = (QWEN2_VL, QWEN2_5_VL, QWEN3_VL, LLAVA_ONEVISION, INTERNVL, GLM4V)
+def read_audio_only(found: ModelFolder) -> MediaSettings:
+    """An audio-only model's settings: nothing visual to read (the audio rate is read for every family)."""
+    from video_pipeline.media.model_media import MediaSettings
+
+    return MediaSettings(family=QWEN2_AUDIO.name, sizing="none")
+
+
+QWEN2_AUDIO = Family(name="qwen2_audio", sizing="none", model_types=("qwen2_audio",), read=read_audio_only)
+
+#: Qwen2_5OmniProcessor's own ``videos_kwargs`` size, handed to its video processor on every call: it
+#: wins over the folder's files (Qwen2.5-Omni-7B's preprocessor_config.json says 3136..12845056, the
+#: image processor's budget, which transformers would otherwise take for video too).
+_OMNI_VIDEO_SIZE = {"shortest_edge": 128 * 28 * 28, "longest_edge": 768 * 28 * 28}
+
+
+def read_qwen2_5_omni(found: ModelFolder) -> MediaSettings:
+    """Qwen2.5-Omni: Qwen2.5-VL's per-frame sizing, at the processor's own video budget; the vision
+    tower's keys are checked under ``thinker_config`` (the audio rate is read for every family)."""
+    from video_pipeline.media.model_media import family_settings
+
+    settings = family_settings(found, QWEN2_5_OMNI)
+    thinker = found.config.get("thinker_config")
+    vision = thinker.get("vision_config") if isinstance(thinker, dict) else None
+    for config_key, name in _QWEN_VISION_KEYS.items():
+        if isinstance(vision, dict) and config_key in vision and vision[config_key] != getattr(settings, name):
+            raise _invalid(f"model folder {found.path}: config.json:thinker_config.vision_config.{config_key} is "
+                           f"{vision[config_key]!r} but the processor's {name} is {getattr(settings, name)!r}")
+    where = "Qwen2_5OmniProcessor videos_kwargs default (over the folder's files)"
+    return replace(settings, video_min_pixels=_OMNI_VIDEO_SIZE["shortest_edge"],
+                   video_max_pixels=_OMNI_VIDEO_SIZE["longest_edge"],
+                   sources={**settings.sources, "video_min_pixels": where, "video_max_pixels": where})
+
+
+QWEN2_5_OMNI = Family(
+    name="qwen2_5_omni",
+    sizing="frame",
+    model_types=("qwen2_5_omni", "qwen2_5_omni_thinker"),
+    defaults={**QWEN2_VL.defaults, "size": dict(_OMNI_VIDEO_SIZE)},
+    image_defaults=QWEN2_VL.image_defaults,
+    video_processors=QWEN2_VL.video_processors,
+    image_processors=QWEN2_VL.image_processors,
+    vision_keys=_QWEN_VISION_KEYS,
+    read=read_qwen2_5_omni,
+)
+
+FAMILIES: tuple[Family, ...] = (QWEN2_VL, QWEN2_5_VL, QWEN3_VL, LLAVA_ONEVISION, INTERNVL, GLM4V, QWEN2_AUDIO,
+                                QWEN2_5_OMNI)
 
 
 def family_of(model_type: str) -> Family | None:

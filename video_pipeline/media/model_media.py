@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 # Qwen-VL processors refuse aspect ratios beyond this.
 MAX_ASPECT_RATIO = 200
-SIZINGS = ("frame", "clip", "fixed")
+SIZINGS = ("frame", "clip", "fixed", "none")
 _CONFIG = "config.json"
 _PROCESSOR = "processor_config.json"
 _VIDEO = "video_preprocessor_config.json"
@@ -44,7 +44,7 @@ class MediaSettings:
     """How the served model's processor sizes media and counts its tokens."""
 
     family: str = QWEN2_VL.name
-    sizing: str = "frame"  # "frame" | "clip" | "fixed" (video_pipeline.media.families)
+    sizing: str = "frame"  # "frame" | "clip" | "fixed" | "none" (no video or images) (media.families)
     patch_size: int = 14
     merge_size: int = 2
     temporal_patch_size: int = 2
@@ -98,6 +98,15 @@ class MediaSettings:
         return self.patch_size * self.merge_size
 
     @property
+    def takes_visual(self) -> bool:
+        """False for an audio-only model (Qwen2-Audio): it takes no video and no images."""
+        return self.sizing != "none"
+
+    def _visual(self) -> None:
+        if self.sizing == "none":
+            raise InvalidInput(f"the served model ({self.family}) takes no video or images")
+
+    @property
     def takes_pixel_budget(self) -> bool:
         """False for fixed-size families: a request's min/max pixels cannot change their frames."""
         return self.sizing != "fixed"
@@ -115,6 +124,7 @@ class MediaSettings:
     def video_size(self, num_frames: int, height: int, width: int,
                    min_pixels: int | None = None, max_pixels: int | None = None) -> tuple[int, int]:
         """(height, width) the model's processor gives ``num_frames`` frames of ``height`` x ``width``."""
+        self._visual()
         if height < 1 or width < 1:
             raise InvalidInput(f"frame size {width}x{height} is empty")
         if self.sizing == "fixed":
@@ -145,6 +155,7 @@ class MediaSettings:
 
     def image_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the model's image processor resizes an image to."""
+        self._visual()
         if self.sizing == "fixed":
             return self.frame_height, self.frame_width
         f, lo, hi = self.factor, self.image_min_pixels, self.image_max_pixels
