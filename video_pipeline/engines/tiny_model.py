@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,13 @@ def _write_real_processor(name: str, tokenizer: Any, out: Path) -> None:
 
 def build_tokenizer() -> Any:
     """Byte-level BPE: 256 byte symbols, deterministic merges up to the vocab, Qwen specials on top."""
+    return byte_level_tokenizer(VOCAB_SIZE, SPECIAL_TOKENS, MAX_POSITION_EMBEDDINGS, CHAT_TEMPLATE)
+
+
+def byte_level_tokenizer(vocab_size: int, special_tokens: Sequence[str], max_positions: int, chat_template: str,
+                         extra_special_tokens: dict[str, str] | None = None) -> Any:
+    """The tiny models' tokenizer: byte-level BPE over the 256 bytes, deterministic merges up to
+    ``vocab_size`` minus the specials, ``special_tokens`` on top (Qwen's eos/pad spelling)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -396,7 +404,7 @@ def build_tokenizer() -> Any:
     merges: list[tuple[str, str]] = []
     for first in " " + letters:
         for second in letters:
-            if len(vocab) == VOCAB_SIZE - len(SPECIAL_TOKENS):
+            if len(vocab) == vocab_size - len(special_tokens):
                 break
             pair = (byte_chars[ord(first)], second)
             merges.append(pair)
@@ -404,19 +412,20 @@ def build_tokenizer() -> Any:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in SPECIAL_TOKENS])
-    if backend.get_vocab_size() != VOCAB_SIZE:
-        raise RuntimeError(f"tokenizer has {backend.get_vocab_size()} ids, expected {VOCAB_SIZE}")
+    backend.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in special_tokens])
+    if backend.get_vocab_size() != vocab_size:
+        raise RuntimeError(f"tokenizer has {backend.get_vocab_size()} ids, expected {vocab_size}")
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token=None,
         bos_token=None,
-        model_max_length=MAX_POSITION_EMBEDDINGS,
+        model_max_length=max_positions,
         clean_up_tokenization_spaces=False,
         split_special_tokens=False,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
+        **({"extra_special_tokens": extra_special_tokens} if extra_special_tokens else {}),
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from video_pipeline.engines.tiny_model import (
     MAX_POSITION_EMBEDDINGS,
     VOCAB_SIZE,
-    _bytes_to_unicode,
+    byte_level_tokenizer,
     write_folder,
 )
 
@@ -137,31 +137,7 @@ def build(out: str | os.PathLike[str], seed: int = 0) -> Path:
 
 def build_tokenizer() -> Any:
     """Byte-level BPE over the bytes, merges up to the vocab, Qwen2.5-Omni's specials on top."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    byte_chars = _bytes_to_unicode()
-    vocab = {byte_chars[b]: b for b in range(256)}
-    letters = "etaoinshrdlucmfwypvbgkqjxz"
-    merges: list[tuple[str, str]] = []
-    for first in " " + letters:
-        for second in letters:
-            if len(vocab) == VOCAB_SIZE - len(SPECIAL_TOKENS):
-                break
-            pair = (byte_chars[ord(first)], second)
-            merges.append(pair)
-            vocab[pair[0] + pair[1]] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in SPECIAL_TOKENS])
-    if backend.get_vocab_size() != VOCAB_SIZE:
-        raise RuntimeError(f"tokenizer has {backend.get_vocab_size()} ids, expected {VOCAB_SIZE}")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
-        bos_token=None, model_max_length=MAX_POSITION_EMBEDDINGS, clean_up_tokenization_spaces=False,
-        split_special_tokens=False, chat_template=CHAT_TEMPLATE, extra_special_tokens=dict(TOKEN_ATTRIBUTES),
-    )
+    return byte_level_tokenizer(VOCAB_SIZE, SPECIAL_TOKENS, MAX_POSITION_EMBEDDINGS, CHAT_TEMPLATE, dict(TOKEN_ATTRIBUTES))
 
 
 def _write_model(out: Path, seed: int) -> None:
