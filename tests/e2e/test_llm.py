@@ -213,7 +213,7 @@ def test_llm_aborts_generation_when_the_client_cancels_mid_stream(triton) -> Non
         ({"sampling_parameters": "{not json"}, "JSON"),
         ({"video_options": [b'{"num_frames": 5000}']}, "2048"),
         # 700 frames at the model's largest frame size: more video tokens than max_model_len (16384)
-        ({"video_options": [json.dumps({"num_frames": 700, "min_pixels": 50176}).encode()]}, "longer"),
+        ({"video_options": [json.dumps({"num_frames": 700, "min_pixels": 50176}).encode()]}, "maximum context length"),
         ({"messages": "[]"}, "message"),
     ],
 )
