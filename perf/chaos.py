@@ -10,7 +10,12 @@ with the tiny model, in a temporary directory, and runs, in this order:
 4. kill -9 of the shim during a large upload, restart on the same files dir: nothing partial listed, every
    earlier file intact by sha256.
 5. a soak: mixed requests at a concurrency with a share of bad inputs from the bad-input corpus; 5xx, latency,
-   unanswered /health checks, RSS of the shim, tritonserver and the model stubs at start and end.
+   unanswered /health checks, and the memory of every process (the shim, tritonserver, each Python stub by its
+   model instance, vLLM's EngineCore and Worker): RSS/PSS/USS/shared/anonymous from /proc/<pid>/smaps_rollup every
+   --sample-s, before the load, after --soak-warmup-s of it, at its end, and the slope after the warm-up; with gdb,
+   glibc's malloc_trim(0) in each process at the warm-up and after the load, so the growth of memory in use is
+   told apart from free heap the allocator keeps. --smaps-dir: full smaps at both points, diffed by mapping
+   (perf/smaps_diff.py); --trace-shim: the shim under tracemalloc (perf/shim_traced.py).
 
 Everything it started is stopped by process group at the end, the tmpfs unmounted. Not part of ``make test``.
 """
@@ -85,7 +90,8 @@ class Shim:
         env.pop("VLT_TRITON_URL", None)
         cmd = [sys.executable, "-m", "openai_frontend"]
         if self.trace_dir:
-            cmd = [sys.executable, str(ROOT / "perf" / "shim_traced.py"), "--trace-dir", self.trace_dir, "--"]
+            cmd = [sys.executable, str(ROOT / "perf" / "shim_traced.py"), "--trace-dir", self.trace_dir,
+                   "--trace-every-s", os.environ.get("CHAOS_TRACE_EVERY_S", "60"), "--"]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         if self.triton_url:
             cmd += ["--triton-url", self.triton_url]
@@ -504,6 +510,8 @@ def processes(shim: Shim) -> dict[str, int]:
     found = {"shim": shim.proc.pid, "tritonserver": triton.pid}
     for p in triton.children(recursive=True):
         with contextlib.suppress(psutil.Error):
+            if p.ppid() != triton.pid and p.parent().cmdline() == p.cmdline():
+                continue  # a short-lived fork of a stub (a probe under a time limit): not a process of its own
             label = proc_label(p)
             n = 2
             while label in found:
@@ -549,10 +557,12 @@ class MemSample:
 class MemSampler:
     """Samples :func:`mem_of` for :func:`processes` every ``every_s`` in a thread, from ``start()`` to ``stop()``."""
 
-    def __init__(self, shim: Shim, every_s: float, smaps_dir: str = "", warmup_s: float = 0.0) -> None:
+    def __init__(self, shim: Shim, every_s: float, smaps_dir: str = "", warmup_s: float = 0.0,
+                 trim: bool = False) -> None:
         self.shim, self.every_s = shim, every_s
-        self.smaps_dir, self.warmup_s = Path(smaps_dir) if smaps_dir else None, warmup_s
-        self._dumped_warm = False
+        self.smaps_dir, self.warmup_s, self.trim = Path(smaps_dir) if smaps_dir else None, warmup_s, trim
+        self._warm_done = False
+        self.warm_trim: dict[str, tuple[int, int]] = {}  # label -> RSS before/after malloc_trim(0) at the warm-up
         self.samples: list[MemSample] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -572,10 +582,18 @@ class MemSampler:
                 procs[label] = mem_of(pid)
         cache = dir_bytes(Path("/dev/shm") / f"{SERVER_DIR_PREFIX}{pids['tritonserver']}")
         self.samples.append(MemSample(t, procs, pids, cache, shm_regions(self.shim)))
-        if self.smaps_dir is not None and ((t >= self.warmup_s and not self._dumped_warm) or self._stop.is_set()):
-            self._dumped_warm = True
-            self.dump_smaps("end" if self._stop.is_set() else "warm", pids)
         logger.info("memory at %.0f s: %s", t, ", ".join(f"{k} {v['rss'] / MIB:.0f}" for k, v in procs.items()))
+        if self._stop.is_set():
+            if self.smaps_dir is not None:
+                self.dump_smaps("end", pids)
+        elif t >= self.warmup_s and not self._warm_done:
+            self._warm_done = True
+            if self.smaps_dir is not None:
+                self.dump_smaps("warm", pids)
+            if self.trim:  # after the sample: what is live at the warm-up, to compare with the end's
+                self.warm_trim = trim_probe(pids, settle_s=0)
+                logger.info("malloc_trim(0) at the warm-up: %s", ", ".join(
+                    f"{k} {a / MIB:.0f} -> {b / MIB:.0f}" for k, (a, b) in self.warm_trim.items()))
 
     def dump_smaps(self, when: str, pids: dict[str, int]) -> None:
         """``/proc/<pid>/smaps`` of every process into ``smaps_dir/<when>-<label>.smaps`` (perf/smaps_diff.py)."""
@@ -647,6 +665,7 @@ def sparkline(values: list[float]) -> str:
 @dataclass
 class MemRow:
     label: str
+    pid: int
     start: float  # MiB of ``kind``
     warm: float
     end: float
@@ -657,65 +676,94 @@ class MemRow:
     pss_end: float
     uss_end: float
     shmem_end: float
+    anon_end: float
+    new: bool  # not there before the load (a restart)
+
+
+def series_of(samples: list[MemSample], pid: int) -> list[tuple[float, dict[str, int]]]:
+    """(t, memory) of process ``pid`` in every sample that has it (tracked by pid: labels may repeat)."""
+    out = []
+    for s in samples:
+        for label, p in s.pids.items():
+            if p == pid and label in s.procs:
+                out.append((s.t, s.procs[label]))
+                break
+    return out
+
+
+def warm_sample(samples: list[MemSample], warmup_s: float) -> MemSample:
+    return next((s for s in samples if s.t >= warmup_s), samples[-1])
 
 
 def mem_rows(samples: list[MemSample], warmup_s: float, kind: str = "rss", limit: float = 0.10) -> list[MemRow]:
-    """Per process: ``kind`` at the start, after the warm-up (the first sample at or past ``warmup_s``), at the end;
-    the least-squares slope from the warm-up on; flat when warm -> end is within ``limit`` or the slope
-    extrapolates to less than ``limit`` per hour. Processes not present in every sample (restarted) are not
-    flat."""
-    first, last = samples[0], samples[-1]
-    warm = next((s for s in samples if s.t >= warmup_s), last)
-    after = [s for s in samples if s.t >= warm.t]
+    """Per process of the last sample: ``kind`` before the load, after the warm-up (the first sample at or past
+    ``warmup_s``), at the end; the least-squares slope from the warm-up on; flat when warm -> end is within
+    ``limit`` or the slope extrapolates to less than ``limit`` per hour. A process that was not there before the
+    load (restarted) is not flat."""
+    warm_t = warm_sample(samples, warmup_s).t
+    first_pids = set(samples[0].pids.values())
     rows = []
-    for label in last.procs:
-        series = [s.procs[label][kind] / MIB for s in samples if label in s.procs]
-        same = all(s.pids.get(label) == last.pids[label] for s in samples)
-        if label not in first.procs or label not in warm.procs:
+    for label, pid in samples[-1].pids.items():
+        series = series_of(samples, pid)
+        if not series:
             continue
-        start, w, end = (first.procs[label][kind] / MIB, warm.procs[label][kind] / MIB, last.procs[label][kind] / MIB)
-        per_min = slope([(s.t / 60, s.procs[label][kind] / MIB) for s in after if label in s.procs])
+        values = [(t, m[kind] / MIB) for t, m in series]
+        start = values[0][1]
+        after = [(t, v) for t, v in values if t >= warm_t] or values[-1:]
+        w, end = after[0][1], values[-1][1]
+        per_min = slope([(t / 60, v) for t, v in after])
         per_hour = per_min * 60 / w if w else 0.0
-        flat = same and (abs(end - w) <= limit * w or per_hour < limit)
-        end_mem = last.procs[label]
-        rows.append(MemRow(label, start, w, end, per_min, per_hour * 100, flat, sparkline(series),
-                           end_mem["pss"] / MIB, end_mem["uss"] / MIB, end_mem["shmem"] / MIB))
+        new = pid not in first_pids
+        flat = not new and (abs(end - w) <= limit * w or per_hour < limit)
+        last = series[-1][1]
+        rows.append(MemRow(label, pid, start, w, end, per_min, per_hour * 100, flat, sparkline([v for _, v in values]),
+                           last["pss"] / MIB, last["uss"] / MIB, last["shmem"] / MIB, last["anon"] / MIB, new))
     return rows
 
 
 def mem_tables(samples: list[MemSample], warmup_s: float, trimmed: dict[str, tuple[int, int]] | None = None,
-               max_rows: int = 16) -> str:
-    """Markdown: per process start / warm / end / slope / flat (RSS), then the series (RSS MiB) over time."""
+               warm_trimmed: dict[str, tuple[int, int]] | None = None, max_rows: int = 16) -> str:
+    """Markdown: per process start / warm / end / slope / flat (RSS), then the series (RSS MiB) over time.
+    ``trimmed`` / ``warm_trimmed``: label -> RSS before and after malloc_trim(0), idle at the end / at the warm-up."""
     rows = mem_rows(samples, warmup_s)
-    trimmed = trimmed or {}
-    warm_t = next((s.t for s in samples if s.t >= warmup_s), samples[-1].t)
-    lines = [f"Memory per process ({len(samples)} samples, {samples[1].t - samples[0].t if len(samples) > 1 else 0:.0f} s "
-             f"apart; MiB; *warm* = {warm_t:.0f} s into the load; slope: least squares over the samples from warm to "
-             "the end; flat = warm -> end within 10 % or a slope under 10 %/h; PSS/USS/shmem/anonymous at the end; "
-             "idle -> trimmed: RSS 5 s after the load stopped, then after glibc's malloc_trim(0) in the process):", "",
+    trimmed, warm_trimmed = trimmed or {}, warm_trimmed or {}
+    warm = warm_sample(samples, warmup_s)
+    every = samples[1].t - samples[0].t if len(samples) > 1 else 0
+    lines = [f"Memory per process ({len(samples)} samples, {every:.0f} s apart; MiB; *start*: before the load; *warm*: "
+             f"{warm.t:.0f} s into the load; slope: least squares over the samples from warm to the end; flat = "
+             "warm -> end within 10 % or a slope under 10 %/h; PSS/USS/shmem/anon (anonymous) at the end; "
+             "trimmed, warm / end: RSS right after glibc's malloc_trim(0) in the process (gdb), at the warm-up under "
+             "load and 5 s after the load stopped: free heap glibc kept goes back, what is left is in use, so "
+             "trimmed warm -> end is the growth of memory in use):", "",
              "| process | start | warm | end | start -> end | warm -> end | slope after warm | per hour | flat | "
-             "PSS | USS | shmem | anon | idle -> trimmed | RSS series |",
+             "PSS | USS | shmem | anon | trimmed: warm -> end | RSS series |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    last = samples[-1].procs
     for r in rows:
-        idle = trimmed.get(r.label)
-        trim_s = f"{idle[0] / MIB:.0f} -> {idle[1] / MIB:.0f}" if idle else ""
-        lines.append(f"| {r.label} | {r.start:.0f} | {r.warm:.0f} | {r.end:.0f} | {(r.end - r.start) / r.start * 100:+.1f} % | "
-                     f"{(r.end - r.warm) / r.warm * 100:+.1f} % | {r.slope_mib_min:+.2f} MiB/min | {r.per_hour_pct:+.1f} % | "
-                     f"{'yes' if r.flat else '**no**'} | {r.pss_end:.0f} | {r.uss_end:.0f} | {r.shmem_end:.0f} | "
-                     f"{last[r.label]['anon'] / MIB:.0f} | {trim_s} | `{r.spark}` |")
-    total = [sum(p["pss"] for p in s.procs.values()) / MIB for s in samples]
-    lines.append(f"| all (sum of PSS) | {total[0]:.0f} | "
-                 f"{total[samples.index(next((s for s in samples if s.t >= warmup_s), samples[-1]))]:.0f} | "
-                 f"{total[-1]:.0f} | {(total[-1] - total[0]) / total[0] * 100:+.1f} % | | | | | | | | | | `{sparkline(total)}` |")
+        w_t, e_t = warm_trimmed.get(r.label), trimmed.get(r.label)
+        trim_s = (f"{w_t[1] / MIB:.0f}" if w_t else "?") + " -> " + (f"{e_t[1] / MIB:.0f}" if e_t else "?")
+        if w_t and e_t:
+            trim_s += f" ({(e_t[1] - w_t[1]) / w_t[1] * 100:+.1f} %)"
+        elif not (w_t or e_t):
+            trim_s = ""
+        lines.append(f"| {r.label}{' (new)' if r.new else ''} | {r.start:.0f} | {r.warm:.0f} | {r.end:.0f} | "
+                     f"{(r.end - r.start) / r.start * 100:+.1f} % | {(r.end - r.warm) / r.warm * 100:+.1f} % | "
+                     f"{r.slope_mib_min:+.2f} MiB/min | {r.per_hour_pct:+.1f} % | {'yes' if r.flat else '**no**'} | "
+                     f"{r.pss_end:.0f} | {r.uss_end:.0f} | {r.shmem_end:.0f} | {r.anon_end:.0f} | {trim_s} | "
+                     f"`{r.spark}` |")
+    tracked = {r.pid for r in rows}  # the processes of the rows (not a short-lived one of an early sample)
+    total = [sum(m["pss"] for k, m in s.procs.items() if s.pids[k] in tracked) / MIB for s in samples]
+    lines.append(f"| all (sum of PSS) | {total[0]:.0f} | {total[samples.index(warm)]:.0f} | {total[-1]:.0f} | "
+                 f"{(total[-1] - total[0]) / total[0] * 100:+.1f} % | "
+                 f"{(total[-1] - total[samples.index(warm)]) / total[samples.index(warm)] * 100:+.1f} % "
+                 f"| | | | | | | | | `{sparkline(total)}` |")
     step = max(1, -(-len(samples) // max_rows))
     picked = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
-    labels = [r.label for r in rows]
     lines += ["", "RSS (MiB) over the soak; *cache*: the decoder's media cache (its /dev/shm folder, MiB; cap: "
               "video_decoder's cache_max_bytes); *shm*: the stubs' shared memory regions with tritonserver (MiB):", "",
-              "| s | " + " | ".join(labels) + " | cache | shm |", "|---" * (len(labels) + 3) + "|"]
+              "| s | " + " | ".join(r.label for r in rows) + " | cache | shm |", "|---" * (len(rows) + 3) + "|"]
     for s in picked:
-        cells = [f"{s.procs[k]['rss'] / MIB:.0f}" if k in s.procs else "" for k in labels]
+        by_pid = {s.pids[k]: m for k, m in s.procs.items()}
+        cells = [f"{by_pid[r.pid]['rss'] / MIB:.0f}" if r.pid in by_pid else "" for r in rows]
         cache = f"{s.cache_bytes / MIB:.0f}" if s.cache_bytes is not None else ""
         lines.append(f"| {s.t:.0f} | " + " | ".join(cells) + f" | {cache} | {s.shm_bytes / MIB:.0f} |")
     return "\n".join(lines)
@@ -799,7 +847,7 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
     warmup_s = min(warmup_s, duration_s / 2)
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
     threads.append(threading.Thread(target=poller, daemon=True))
-    sampler = MemSampler(shim, sample_s, smaps_dir, min(warmup_s, duration_s / 2))
+    sampler = MemSampler(shim, sample_s, smaps_dir, min(warmup_s, duration_s / 2), trim)
     sampler.start()  # the first sample: before the load
     began = time.monotonic()
     for t in threads:
@@ -818,6 +866,10 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
     flat = bool(rows) and all(r.flat for r in rows) and not sampler.errors
     rss_s = "; ".join(f"{r.label} {r.start:.0f} -> {r.warm:.0f} -> {r.end:.0f} MiB ({r.slope_mib_min:+.2f} MiB/min = "
                       f"{r.per_hour_pct:+.1f} %/h after warm-up)" for r in rows)
+    in_use = {k: (trimmed[k][1] - w[1]) / w[1] for k, w in sampler.warm_trim.items() if k in trimmed}
+    worst = max(in_use, key=lambda k: abs(in_use[k]), default=None)
+    in_use_s = (f"; memory in use (RSS after malloc_trim(0)) warm -> end: every process within "
+                f"{abs(in_use[worst]) * 100:.1f} % (largest: {worst})" if worst else "")
     ok = not soak.errors_5xx and not soak.health_missed and not soak.transport and flat
     report.add(f"5. soak {duration_s / 60:.1f} min at concurrency {concurrency}",
                f"{total} requests in {elapsed:.0f} s ({total / elapsed:.1f}/s); 5xx: {len(soak.errors_5xx)}; "
@@ -825,10 +877,10 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
                f"p99 {pct(good_lat, 0.99):.2f} s (good requests); /health: {len(soak.health)} checks, "
                f"{len(soak.health_missed)} unanswered (2 s timeout), max {max(soak.health, default=0) * 1000:.0f} ms; "
                f"RSS (before the load -> after {warmup_s:.0f} s of warm-up -> end): {rss_s}: "
-               f"{'every process flat after the warm-up' if flat else 'NOT flat'}"
+               f"{'every process flat after the warm-up' if flat else 'NOT flat'}{in_use_s}"
                f"{' (shim traced by tracemalloc: not the soak latency)' if shim.trace_dir else ''}",
                ok, "none (too long for CI); the bad-input corpus runs in tests/e2e/test_bad_input_corpus.py")
-    report.blocks.append(mem_tables(sampler.samples, warmup_s, trimmed))
+    report.blocks.append(mem_tables(sampler.samples, warmup_s, trimmed, sampler.warm_trim))
     if smaps_dir:
         from perf.smaps_diff import diff
 
@@ -870,7 +922,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of load before the memory baseline (at most half the soak)")
     parser.add_argument("--sample-s", type=float, default=20.0, help="seconds between memory samples")
     parser.add_argument("--series-tsv", default="", help="also write every memory sample to this file")
-    parser.add_argument("--trace-shim", default="", help="run the shim under perf/shim_traced.py, snapshots here")
+    parser.add_argument("--trace-shim", default="", help="run the shim under perf/shim_traced.py, snapshots here "
+                        "(every CHAOS_TRACE_EVERY_S seconds, 60 by default)")
     parser.add_argument("--smaps-dir", default="", help="dump every process's smaps here at warm-up and end, and log "
                         "where each grew (perf/smaps_diff.py)")
     parser.add_argument("--no-trim-probe", action="store_true", help="skip malloc_trim(0) (by gdb) after the soak")

@@ -104,6 +104,19 @@ class TritonPythonModel(DecoupledModel):
 '''
 
 
+PROBE = """
+import sys, time
+out = open(sys.argv[1], "a", buffering=1)
+prev = time.time()
+while True:
+    time.sleep(0.001)
+    now = time.time()
+    if now - prev > 0.05:
+        out.write(f"{prev:.6f} {now - prev:.3f}\\n")
+    prev = now
+"""
+
+
 def build_repo(folder: Path) -> Path:
     repo = folder / "repo"
     (repo / "llm" / "1").mkdir(parents=True)
@@ -137,8 +150,8 @@ class Clients:
     its request half kept open until the final response), ``shim`` (the OpenAI SDK through a shim started on the
     server, ``python -m openai_frontend --triton-url``)."""
 
-    def __init__(self, kind: str, url: str, shim_url: str = "") -> None:
-        self.kind, self.url, self.shim_url = kind, url, shim_url
+    def __init__(self, kind: str, url: str, shim_url: str = "", http_url: str = "") -> None:
+        self.kind, self.url, self.shim_url, self.http_url = kind, url, shim_url, http_url
         self.shared = None
         self.loop = None
         if kind == "grpc-shared":
@@ -169,6 +182,8 @@ class Clients:
             return asyncio.run_coroutine_threadsafe(self._aio(stream, tokens, request_id), self.loop).result()
         if self.kind == "shim":
             return self._shim(stream, tokens)
+        if self.kind == "http":
+            return self._http(stream, tokens, request_id)
         return self._sync(stream, tokens, request_id)
 
     def _sync(self, stream: bool, tokens: int, request_id: str) -> dict:
@@ -229,6 +244,29 @@ class Clients:
             done.set()
         return {"sent": sent, "times": times}
 
+    def _http(self, stream: bool, tokens: int, request_id: str) -> dict:
+        """Triton's own HTTP ``generate_stream`` (SSE), read line by line with the standard library."""
+        import http.client
+
+        host, port = self.http_url.rsplit(":", 1)
+        body = json.dumps({"id": request_id, "messages": json.dumps([{"role": "user", "content": "Tell me everything."}]),
+                           "sampling_parameters": json.dumps({"max_tokens": tokens, "temperature": 0,
+                                                              "ignore_eos": True}),
+                           "stream": stream})
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        times = []
+        sent = time.time()
+        conn.request("POST", "/v2/models/llm/generate_stream", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        while True:
+            line = response.readline()
+            if not line:
+                break
+            if line.startswith(b"data:") and b"text_output" in line:
+                times.append(time.time())
+        conn.close()
+        return {"sent": sent, "times": times}
+
     def _shim(self, stream: bool, tokens: int) -> dict:
         messages = [{"role": "user", "content": "Tell me everything."}]
         sent = time.time()
@@ -277,7 +315,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--repeat-nonstream", type=int, default=1, help="non-streamed requests before each stream")
     parser.add_argument("--mode", choices=("thread", "direct"), default="thread")
-    parser.add_argument("--client", choices=("grpc-new", "grpc-shared", "aio", "shim"), default="grpc-new")
+    parser.add_argument("--client", choices=("grpc-new", "grpc-shared", "aio", "shim", "http"), default="grpc-new")
+    parser.add_argument("--strace", action="store_true",
+                        help="strace tritonserver's socket writes and polls into the folder (strace.txt)")
+    parser.add_argument("--probe", action="store_true",
+                        help="a separate process sleeping 1 ms in a loop logs its late wake-ups (probe.txt)")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for tritonserver (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (log, trace)")
     ns = parser.parse_args()
 
@@ -289,12 +332,20 @@ def main() -> None:
     trace.touch()
     repo = build_repo(folder)
     server = TritonServer(repo, ["llm"], log_path=folder / "tritonserver.log", ready_timeout_s=600,
-                          env={"SH_TRACE": str(trace), "SH_MODE": ns.mode})
+                          env={"SH_TRACE": str(trace), "SH_MODE": ns.mode,
+                               **dict(e.split("=", 1) for e in ns.env)})
     print(f"folder {folder} mode {ns.mode} client {ns.client}", flush=True)
     server.start()
-    shim = None
+    shim = tracer = probe = None
     held = 0
     try:
+        if ns.strace:
+            tracer = subprocess.Popen(["strace", "-f", "-tt", "-e", "trace=sendmsg,write,writev,epoll_wait,epoll_pwait",
+                                       "-o", str(folder / "strace.txt"), "-p", str(server.proc.pid)],
+                                      stderr=subprocess.DEVNULL)
+            time.sleep(2)
+        if ns.probe:
+            probe = subprocess.Popen([sys.executable, "-c", PROBE, str(folder / "probe.txt")])
         shim_url = ""
         if ns.client == "shim":
             from video_pipeline.launch import free_port
@@ -305,7 +356,7 @@ def main() -> None:
                                     stderr=subprocess.STDOUT)
             shim_url = f"http://127.0.0.1:{port}"
             wait_http(f"{shim_url}/v1/models")
-        clients = Clients(ns.client, server.grpc_url, shim_url)
+        clients = Clients(ns.client, server.grpc_url, shim_url, server.http_url)
         clients.request(True, 8, "warmup")
         for r in range(ns.rounds):
             for k in range(ns.repeat_nonstream):
@@ -321,12 +372,24 @@ def main() -> None:
             worst_wait = max((g - p for p, g, _ in rows), default=0) * 1000
             first, last = (times[0] - sent) * 1000, (times[-1] - sent) * 1000
             is_held = first > 0.3 * last
+            ends = [e for _, _, e in rows]
+            lags = [t - e for t, e in zip(times, ends, strict=False)] if ns.client != "shim" else []
+            burst = sum(1 for t in times if t - times[0] < 0.005)
+            with open(folder / "streams.jsonl", "a") as out:
+                out.write(json.dumps({"round": r, "sent": sent, "times": times, "stub": rows}) + "\n")
             held += is_held
             print(f"round {r} stream: chunks {len(times)} stub first put {first_put:.0f} ms, first send returned "
                   f"{first_end:.0f} ms (slowest send {worst_send:.0f} ms, longest outbox wait {worst_wait:.0f} ms); "
-                  f"client first {first:.0f} ms, last {last:.0f} ms{'  HELD' if is_held else ''}", flush=True)
+                  f"client first {first:.0f} ms (with {burst} chunks in its 5 ms), last {last:.0f} ms; "
+                  f"largest lag behind the stub's send {1000 * max(lags, default=0):.0f} ms"
+                  f"{'  HELD' if is_held else ''}", flush=True)
         print(f"held {held} of {ns.rounds}", flush=True)
     finally:
+        if probe is not None:
+            probe.terminate()
+        if tracer is not None:
+            tracer.terminate()
+            tracer.wait(30)
         if shim is not None:
             shim.terminate()
             shim.wait(30)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ import triton_python_backend_utils as pb_utils  # injected by the stub
 
 from video_pipeline import log_format
 from video_pipeline.contract import MODELS, ModelContract
-from video_pipeline.errors import PipelineError
+from video_pipeline.errors import EngineUnavailable, PipelineError
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _typed_error(message: str) -> PipelineError:
     """A BLS response's error as our typed error, read from the document the media models wrote into its
     message (BLS loses the code); anything else came from Triton itself (model not ready, ...)."""
     from video_pipeline import contract as C
-    from video_pipeline.errors import EngineUnavailable, from_doc
+    from video_pipeline.errors import from_doc
 
     doc = C.parse_error(message)
     if doc is None:
@@ -246,6 +247,8 @@ class ResponseSink:
             logger.error("%s: unexpected error", self._model.contract_name, exc_info=exc,
                          extra={"request_id": self.request_id})
         _log_done(self._model.contract_name, self.request_id, self._started, exc)
+        if isinstance(exc, EngineUnavailable):
+            self._model.recheck_health()  # readiness must drop now, not on some later request
         response = pb_utils.InferenceResponse(error=triton_error(exc))
         self._model._outbox.put((self._sender, response, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
 
@@ -276,7 +279,6 @@ class DecoupledModel:
 
     def initialize(self, args: dict[str, Any]) -> None:
         import queue
-        import threading
 
         log_format.configure("INFO")
         self.contract = MODELS[self.contract_name]
@@ -287,6 +289,7 @@ class DecoupledModel:
             raise pb_utils.TritonModelException(f"{self.contract_name}: {exc}") from None
         self._outbox: queue.Queue = queue.Queue()
         self._healthy = True
+        self._health_lock = threading.Lock()
         self._sender_thread = threading.Thread(target=self._send_loop, name="responses", daemon=True)
         self._sender_thread.start()
 
@@ -304,17 +307,24 @@ class DecoupledModel:
             except Exception:  # noqa: BLE001 - a client that went away must not stop the others
                 logger.warning("%s: could not send a response", self.contract_name, exc_info=True)
 
+    def _check_health(self) -> None:
+        with self._health_lock:
+            if self._healthy and not self.handler.healthy():
+                # Unloading makes readiness fail, so orchestrators route away and restart us.
+                logger.error("%s: engine is unhealthy; unloading the model", self.model_name)
+                self._healthy = False
+                pb_utils.unload_model(self.model_name)
+
+    def recheck_health(self) -> None:
+        """A request failed because the engine is unavailable: check it now, off the caller's thread."""
+        if self._healthy:
+            threading.Thread(target=self._check_health, name="health", daemon=True).start()
+
     def execute(self, requests: list[Any]) -> None:
-        if self._healthy and not self.handler.healthy():
-            # Unloading makes readiness fail, so orchestrators route away and restart us.
-            logger.error("%s: engine is unhealthy; unloading the model", self.model_name)
-            self._healthy = False
-            pb_utils.unload_model(self.model_name)
+        self._check_health()
         for request in requests:
             sink = ResponseSink(self, request)
             if not self._healthy:
-                from video_pipeline.errors import EngineUnavailable
-
                 sink.fail(EngineUnavailable("the inference engine is not healthy"))
                 continue
             try:
