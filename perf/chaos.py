@@ -558,7 +558,7 @@ class MemSampler:
     """Samples :func:`mem_of` for :func:`processes` every ``every_s`` in a thread, from ``start()`` to ``stop()``."""
 
     def __init__(self, shim: Shim, every_s: float, smaps_dir: str = "", warmup_s: float = 0.0,
-                 trim: bool = False) -> None:
+                 trim: Callable[[dict[str, int]], dict[str, tuple[int, int]]] | None = None) -> None:
         self.shim, self.every_s = shim, every_s
         self.smaps_dir, self.warmup_s, self.trim = Path(smaps_dir) if smaps_dir else None, warmup_s, trim
         self._warm_done = False
@@ -590,8 +590,8 @@ class MemSampler:
             self._warm_done = True
             if self.smaps_dir is not None:
                 self.dump_smaps("warm", pids)
-            if self.trim:  # after the sample: what is live at the warm-up, to compare with the end's
-                self.warm_trim = trim_probe(pids, settle_s=0)
+            if self.trim is not None:  # after the sample: what is in use at the warm-up, to compare with the end's
+                self.warm_trim = self.trim(pids)
                 logger.info("malloc_trim(0) at the warm-up: %s", ", ".join(
                     f"{k} {a / MIB:.0f} -> {b / MIB:.0f}" for k, (a, b) in self.warm_trim.items()))
 
@@ -732,9 +732,9 @@ def mem_tables(samples: list[MemSample], warmup_s: float, trimmed: dict[str, tup
     lines = [f"Memory per process ({len(samples)} samples, {every:.0f} s apart; MiB; *start*: before the load; *warm*: "
              f"{warm.t:.0f} s into the load; slope: least squares over the samples from warm to the end; flat = "
              "warm -> end within 10 % or a slope under 10 %/h; PSS/USS/shmem/anon (anonymous) at the end; "
-             "trimmed, warm / end: RSS right after glibc's malloc_trim(0) in the process (gdb), at the warm-up under "
-             "load and 5 s after the load stopped: free heap glibc kept goes back, what is left is in use, so "
-             "trimmed warm -> end is the growth of memory in use):", "",
+             "trimmed, warm -> end: RSS right after glibc's malloc_trim(0) in the process (gdb), at the warm-up "
+             "with the load paused (nothing in flight, 3 s) and 5 s after it stopped: free heap glibc kept goes "
+             "back, what is left is in use, so trimmed warm -> end is the growth of memory in use):", "",
              "| process | start | warm | end | start -> end | warm -> end | slope after warm | per hour | flat | "
              "PSS | USS | shmem | anon | trimmed: warm -> end | RSS series |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -786,6 +786,39 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
+#: What the soak's memory tables show growing, and what bounds it (found with --smaps-dir, --trace-shim and
+#: perf/onednn_cache_probe.py; written under the tables).
+MEMORY_NOTES = """What grows in the soak, and its cap (issue 19.4's leak hunt, 2026-12-03; no leak found):
+
+- **VLLM::Worker: oneDNN primitives, a bounded cache.** vLLM runs each CPU linear layer through a oneDNN matmul
+  handler (`vllm/model_executor/layers/utils.py`: `ops.create_onednn_mm(weight, 32)`) that builds one primitive
+  per distinct token count of a step and keeps 32 per layer; oneDNN keeps up to `ONEDNN_PRIMITIVE_CACHE_CAPACITY`
+  (1024 by default) in its global cache. A soak meets thousands of distinct step sizes, so the Worker's memory in
+  use grows by about 300 MiB over its first minutes and stops there: `python perf/onednn_cache_probe.py` (the
+  tiny model's 11 linear shapes, M = 1..1600, after malloc_trim) measures +293 MiB at M 200 and +306 MiB from
+  M 800 on, +85 MiB with `ONEDNN_PRIMITIVE_CACHE_CAPACITY=64`; a 6-minute soak with that setting (and
+  `MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072`) kept the Worker at 965 -> 966 MiB after its warm-up.
+  The variable reaches the Worker from the environment of `python -m openai_frontend` (tritonserver, its stubs
+  and vLLM's processes inherit it).
+- **Every process: free heap that glibc keeps.** After a peak (many requests at once, a big bad input) freed
+  memory stays in glibc's arenas: RSS steps up to a new high-water mark and stays. It is not in use:
+  malloc_trim(0) gives it back (the *trimmed* column); smaps shows it in `[heap]` and the 64 MiB thread
+  arenas. After the warm-up's malloc_trim, RSS climbs back toward the earlier high-water mark while memory in
+  use stays flat: that is the Worker's and the llm stub's RSS slope after the warm-up. `MALLOC_ARENA_MAX` /
+  `MALLOC_MMAP_THRESHOLD_` in the same environment trade it for more system calls.
+- **The shim: nothing per request is kept.** Under tracemalloc (`--trace-shim`) over 4.5 minutes of load after
+  the warm-up, Python memory grew by 1.6 MiB (modules first imported by rare requests, the gRPC calls in flight),
+  classes and gc objects stayed flat (about 2,080 types, 106,000 objects); request logs, metric labels (fixed
+  endpoint and code sets), asyncio tasks and the one gRPC channel are bounded. Its RSS growth is warm-up
+  (imports, first requests of each kind) and glibc's free heap.
+- **Not growing:** video_decoder's media cache (bounded by its `cache_max_bytes`; the soak's videos go to llm,
+  which decodes them itself: the *cache* column stays 0), llm's image cache (`IMAGE_CACHE_BYTES`, 256 MiB; the
+  soak sends no image with a uuid), vLLM's multimodal processor caches (`mm_processor_cache_gb`, 4 GiB, in the
+  llm stub and EngineCore: the soak's few distinct videos hit; EngineCore stays flat) and KV cache
+  (`kv_cache_memory_bytes`, allocated at start), the stubs' shared memory regions with tritonserver (the *shm*
+  column)."""
+
+
 def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concurrency: int, warmup_s: float = 120.0,
               sample_s: float = 20.0, series_tsv: str = "", smaps_dir: str = "", trim: bool = True) -> None:
     setup = httpx.Client(base_url=shim.url, timeout=120)
@@ -803,18 +836,23 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
     ]
     kinds, weights = [g[0] for g in good] + ["bad input"], [g[1] for g in good] + [0.05]
     makers = {g[0]: g[2] for g in good}
-    soak, stop = Soak(), threading.Event()
+    soak, stop, go = Soak(), threading.Event(), threading.Event()
+    go.set()
+    in_flight = [0]
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
         client = httpx.Client(base_url=shim.url, timeout=120)
         while not stop.is_set():
+            go.wait()  # cleared while the load pauses for the malloc_trim probe at the warm-up
             kind = rng.choices(kinds, weights)[0]
             if kind == "bad input":
                 what, path, kwargs = rng.choice(bad)
             else:
                 what, (path, kwargs) = kind, makers[kind]()
             started = time.monotonic()
+            with soak.lock:
+                in_flight[0] += 1
             try:
                 if kwargs.get("json", {}).get("stream"):
                     with client.stream("POST", path, **kwargs) as r:
@@ -827,6 +865,9 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
                 with soak.lock:
                     soak.transport.append(f"{kind} {what}: {exc!r}")
                 continue
+            finally:
+                with soak.lock:
+                    in_flight[0] -= 1
             soak.record(kind, status, time.monotonic() - started, what, body)
             if kind != "bad input" and status != 200 and status < 500:
                 with soak.lock:
@@ -835,6 +876,8 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
     def poller() -> None:
         client = httpx.Client(base_url=shim.url, timeout=2)
         while not stop.wait(0.5):
+            if not go.is_set():
+                continue  # gdb is stopping the processes one by one: not the server's answer time
             started = time.monotonic()
             try:
                 r = client.get("/health")
@@ -847,7 +890,23 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
     warmup_s = min(warmup_s, duration_s / 2)
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
     threads.append(threading.Thread(target=poller, daemon=True))
-    sampler = MemSampler(shim, sample_s, smaps_dir, min(warmup_s, duration_s / 2), trim)
+    paused: list[float] = []
+
+    def pause_and_trim(pids: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """At the warm-up: the load stops (no request in flight), malloc_trim(0) in every process, the load goes
+        on. Never under load: a process stopped by gdb inside malloc would deadlock in malloc_trim."""
+        go.clear()
+        began_pause = time.monotonic()
+        try:
+            with contextlib.suppress(TimeoutError):
+                until(lambda: in_flight[0] == 0, 120, "the requests in flight", every_s=0.05)
+            return trim_probe(pids, settle_s=3.0)
+        finally:
+            paused.append(time.monotonic() - began_pause)
+            go.set()
+
+    sampler = MemSampler(shim, sample_s, smaps_dir, min(warmup_s, duration_s / 2),
+                         pause_and_trim if trim else None)
     sampler.start()  # the first sample: before the load
     began = time.monotonic()
     for t in threads:
@@ -857,7 +916,7 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
     stop.set()
     for t in threads:
         t.join(150)
-    elapsed = time.monotonic() - began
+    elapsed = time.monotonic() - began - sum(paused)  # seconds of load
     trimmed = trim_probe(sampler.samples[-1].pids) if trim else {}
     good_lat = [x for k, v in soak.latencies.items() if k != "bad input" for x in v]
     total = sum(sum(v.values()) for v in soak.statuses.values())
@@ -871,8 +930,11 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
     in_use_s = (f"; memory in use (RSS after malloc_trim(0)) warm -> end: every process within "
                 f"{abs(in_use[worst]) * 100:.1f} % (largest: {worst})" if worst else "")
     ok = not soak.errors_5xx and not soak.health_missed and not soak.transport and flat
+    pause_s = (f" (and a {paused[0]:.0f} s pause at the warm-up: no request in flight while gdb ran malloc_trim "
+               "in each process, /health not polled)" if paused else "")
     report.add(f"5. soak {duration_s / 60:.1f} min at concurrency {concurrency}",
-               f"{total} requests in {elapsed:.0f} s ({total / elapsed:.1f}/s); 5xx: {len(soak.errors_5xx)}; "
+               f"{total} requests in {elapsed:.0f} s of load{pause_s} ({total / elapsed:.1f}/s); "
+               f"5xx: {len(soak.errors_5xx)}; "
                f"failed good requests (transport or 4xx): {len(soak.transport)}; p50 {pct(good_lat, 0.5):.2f} s, "
                f"p99 {pct(good_lat, 0.99):.2f} s (good requests); /health: {len(soak.health)} checks, "
                f"{len(soak.health_missed)} unanswered (2 s timeout), max {max(soak.health, default=0) * 1000:.0f} ms; "
@@ -881,6 +943,7 @@ def case_soak(shim: Shim, report: Report, clip: bytes, duration_s: float, concur
                f"{' (shim traced by tracemalloc: not the soak latency)' if shim.trace_dir else ''}",
                ok, "none (too long for CI); the bad-input corpus runs in tests/e2e/test_bad_input_corpus.py")
     report.blocks.append(mem_tables(sampler.samples, warmup_s, trimmed, sampler.warm_trim))
+    report.blocks.append(MEMORY_NOTES)
     if smaps_dir:
         from perf.smaps_diff import diff
 

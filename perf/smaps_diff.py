@@ -64,7 +64,8 @@ def diff(before: Path, after: Path, top: int = 15) -> str:
              f"{sum(g.get('Rss', 0) for g in b.values()) / 2**20:.1f} MiB ({total / 2**20:+.1f}); by mapping:",
              f"{'Rss change':>11} {'Rss now':>9} {'anon now':>9} {'maps':>6}  mapping"]
     for change, name, old, new in rows[:top]:
-        lines.append(f"{change / 2**20:+10.1f}M {new.get('Rss', 0) / 2**20:8.1f}M {new.get('Anonymous', 0) / 2**20:8.1f}M "
+        rss, anon = new.get("Rss", 0) / 2**20, new.get("Anonymous", 0) / 2**20
+        lines.append(f"{change / 2**20:+10.1f}M {rss:8.1f}M {anon:8.1f}M "
                      f"{old.get('count', 0):>3}->{new.get('count', 0):<3} {name}")
     return "\n".join(lines)
 
