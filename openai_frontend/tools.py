@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from openai_frontend.errors import OpenAIError, bad_request
@@ -61,15 +61,48 @@ def _missing(param: str) -> OpenAIError:
     return OpenAIError(400, f"{param}: required", param=param, code="missing_required_parameter")
 
 
-def _function(raw: Any, where: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A function definition (chat's ``function`` object, or a Responses tool without its ``type``) as the
-    chat shape's ``function``: name, description, parameters, strict, only those given."""
+def _object(raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise OpenAIError(400, f"{where}: must be an object", param=where, code="invalid_type")
-    unknown = sorted(k for k in raw if k not in _FUNCTION_KEYS and k not in extra)
+    return raw
+
+
+def _check_keys(raw: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    """Refuses the first (by name) of ``raw``'s keys that is not ``known``."""
+    unknown = sorted(k for k in raw if k not in known)
     if unknown:
         raise OpenAIError(400, f"unsupported parameter: {where}.{unknown[0]}", param=f"{where}.{unknown[0]}",
                           code="unsupported_parameter")
+
+
+def _required_object(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        raise _missing(where)
+    return _object(raw, where)
+
+
+def _optional(raw: dict[str, Any], key: str, kind: type, what: str, where: str) -> Any:
+    """``raw[key]`` when it is given (None when not), refused unless a ``kind`` (``what`` in the message)."""
+    value = raw.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise OpenAIError(400, f"{where}.{key}: must be {what}", param=f"{where}.{key}", code="invalid_type")
+    return value
+
+
+def _call_id(raw: Any, where: str) -> str:
+    """An id a tool call gives (``id``, or a Responses item's ``call_id``): a non-empty string."""
+    if raw is None:
+        raise _missing(where)
+    if not isinstance(raw, str) or not raw:
+        raise bad_request(f"{where}: must be a non-empty string", where)
+    return raw
+
+
+def _function(raw: Any, where: str) -> dict[str, Any]:
+    """A function definition (chat's ``function`` object, or a Responses tool without its ``type``) as the
+    chat shape's ``function``: name, description, parameters, strict, only those given."""
+    _object(raw, where)
+    _check_keys(raw, _FUNCTION_KEYS, where)
     name = raw.get("name")
     if name is None:
         raise _missing(f"{where}.name")
@@ -77,11 +110,8 @@ def _function(raw: Any, where: str, extra: tuple[str, ...] = ()) -> dict[str, An
         raise bad_request(f"{where}.name: {str(name)[:80]!r} is not a valid function name (letters, digits, "
                           "underscores and dashes, at most 64)", f"{where}.name")
     out: dict[str, Any] = {"name": name}
-    description = raw.get("description")
+    description = _optional(raw, "description", str, "a string", where)
     if description is not None:
-        if not isinstance(description, str):
-            raise OpenAIError(400, f"{where}.description: must be a string", param=f"{where}.description",
-                              code="invalid_type")
         out["description"] = description
     parameters = raw.get("parameters")
     if parameters is not None:
@@ -93,11 +123,8 @@ def _function(raw: Any, where: str, extra: tuple[str, ...] = ()) -> dict[str, An
                               f"{str(parameters.get('type'))[:40]!r}", param=f"{where}.parameters",
                               code="invalid_value")
         out["parameters"] = parameters
-    strict = raw.get("strict")
+    strict = _optional(raw, "strict", bool, "true or false", where)
     if strict is not None:
-        if not isinstance(strict, bool):
-            raise OpenAIError(400, f"{where}.strict: must be true or false", param=f"{where}.strict",
-                              code="invalid_type")
         out["strict"] = strict
     return out
 
@@ -107,24 +134,27 @@ def _unsupported_tool(kind: Any, where: str) -> OpenAIError:
                        param="tools", code="unsupported_parameter")
 
 
-def chat_tools(raw: Any) -> list[dict[str, Any]]:
-    """Chat's ``tools`` as the llm takes them (OpenAI's chat shape, only the fields given)."""
+def _function_tools(raw: Any, *, may_be_empty: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A ``tools`` list's entries with their parameter paths, each checked to be a function tool as it is
+    reached (so the first bad entry is the one a refusal names)."""
     if not isinstance(raw, list):
         raise OpenAIError(400, "tools: must be a list of tools", param="tools", code="invalid_type")
-    if not raw:
+    if not raw and not may_be_empty:
         raise bad_request("tools: must not be empty; give at least one tool or leave tools out", "tools",
                           code="empty_array")
-    out = []
     for i, tool in enumerate(raw):
         where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise OpenAIError(400, f"{where}: must be an object", param=where, code="invalid_type")
+        _object(tool, where)
         if tool.get("type") != "function":
             raise _unsupported_tool(tool.get("type"), where)
-        unknown = sorted(k for k in tool if k not in ("type", "function"))
-        if unknown:
-            raise OpenAIError(400, f"unsupported parameter: {where}.{unknown[0]}", param=f"{where}.{unknown[0]}",
-                              code="unsupported_parameter")
+        yield where, tool
+
+
+def chat_tools(raw: Any) -> list[dict[str, Any]]:
+    """Chat's ``tools`` as the llm takes them (OpenAI's chat shape, only the fields given)."""
+    out = []
+    for where, tool in _function_tools(raw, may_be_empty=False):
+        _check_keys(tool, ("type", "function"), where)
         if tool.get("function") is None:
             raise _missing(f"{where}.function")
         out.append({"type": "function", "function": _function(tool["function"], f"{where}.function")})
@@ -133,17 +163,8 @@ def chat_tools(raw: Any) -> list[dict[str, Any]]:
 
 def responses_tools(raw: Any) -> list[dict[str, Any]]:
     """The Responses API's ``tools`` (``{"type": "function", "name", ...}``) in chat's shape."""
-    if not isinstance(raw, list):
-        raise OpenAIError(400, "tools: must be a list of tools", param="tools", code="invalid_type")
-    out = []
-    for i, tool in enumerate(raw):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise OpenAIError(400, f"{where}: must be an object", param=where, code="invalid_type")
-        if tool.get("type") != "function":
-            raise _unsupported_tool(tool.get("type"), where)
-        out.append({"type": "function", "function": _function({k: v for k, v in tool.items() if k != "type"}, where)})
-    return out
+    return [{"type": "function", "function": _function({k: v for k, v in tool.items() if k != "type"}, where)}
+            for where, tool in _function_tools(raw, may_be_empty=True)]
 
 
 def _names(tools: list[dict[str, Any]]) -> list[str]:
@@ -177,10 +198,7 @@ def chat_tool_choice(raw: Any, tools: list[dict[str, Any]]) -> str | dict[str, A
     if raw.get("type") != "function":
         raise bad_request(f"tool_choice.type: only function tool choices are supported, got "
                           f"{str(raw.get('type'))[:40]!r}", "tool_choice.type")
-    function = raw.get("function")
-    if not isinstance(function, dict):
-        raise _missing("tool_choice.function") if function is None else OpenAIError(
-            400, "tool_choice.function: must be an object", param="tool_choice.function", code="invalid_type")
+    function = _required_object(raw.get("function"), "tool_choice.function")
     return _named(function.get("name"), tools, "tool_choice.function.name")
 
 
@@ -247,33 +265,20 @@ def tool_call_params(raw: Any, where: str) -> list[dict[str, Any]]:
     out = []
     for j, call in enumerate(raw):
         at = f"{where}[{j}]"
-        if not isinstance(call, dict):
-            raise OpenAIError(400, f"{at}: must be an object", param=at, code="invalid_type")
-        unknown = sorted(k for k in call if k not in ("id", "type", "function"))
-        if unknown:
-            raise OpenAIError(400, f"unsupported parameter: {at}.{unknown[0]}", param=f"{at}.{unknown[0]}",
-                              code="unsupported_parameter")
+        _object(call, at)
+        _check_keys(call, ("id", "type", "function"), at)
         if call.get("type", "function") != "function":
             raise bad_request(f"{at}.type: only function calls are supported, got {str(call.get('type'))[:40]!r}",
                               f"{at}.type")
-        call_id = call.get("id")
-        if not isinstance(call_id, str) or not call_id:
-            raise _missing(f"{at}.id") if call_id is None else bad_request(f"{at}.id: must be a non-empty string",
-                                                                           f"{at}.id")
-        function = call.get("function")
-        if not isinstance(function, dict):
-            raise _missing(f"{at}.function") if function is None else OpenAIError(
-                400, f"{at}.function: must be an object", param=f"{at}.function", code="invalid_type")
+        call_id = _call_id(call.get("id"), f"{at}.id")
+        function = _required_object(call.get("function"), f"{at}.function")
+        _check_keys(function, ("name", "arguments"), f"{at}.function")
         out.append({"id": call_id, "type": "function",
-                    "function": _call(function.get("name"), function.get("arguments"), f"{at}.function",
-                                      sorted(k for k in function if k not in ("name", "arguments")))})
+                    "function": _call(function.get("name"), function.get("arguments"), f"{at}.function")})
     return out
 
 
-def _call(name: Any, arguments: Any, where: str, unknown: list[str] | None = None) -> dict[str, str]:
-    if unknown:
-        raise OpenAIError(400, f"unsupported parameter: {where}.{unknown[0]}", param=f"{where}.{unknown[0]}",
-                          code="unsupported_parameter")
+def _call(name: Any, arguments: Any, where: str) -> dict[str, str]:
     if name is None:
         raise _missing(f"{where}.name")
     if not isinstance(name, str) or not name:
@@ -314,27 +319,15 @@ def tool_content(raw: Any, where: str) -> str:
 
 def function_call_item(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """A Responses ``function_call`` input item as an assistant's tool call."""
-    unknown = sorted(k for k in raw if k not in ("type", "id", "call_id", "name", "arguments", "status"))
-    if unknown:
-        raise OpenAIError(400, f"unsupported parameter: {where}.{unknown[0]}", param=f"{where}.{unknown[0]}",
-                          code="unsupported_parameter")
-    call_id = raw.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise _missing(f"{where}.call_id") if call_id is None else bad_request(
-            f"{where}.call_id: must be a non-empty string", f"{where}.call_id")
+    _check_keys(raw, ("type", "id", "call_id", "name", "arguments", "status"), where)
+    call_id = _call_id(raw.get("call_id"), f"{where}.call_id")
     return {"id": call_id, "type": "function", "function": _call(raw.get("name"), raw.get("arguments"), where)}
 
 
 def function_call_output_item(raw: dict[str, Any], where: str) -> tuple[str, str]:
     """A Responses ``function_call_output`` input item: (call_id, output text)."""
-    unknown = sorted(k for k in raw if k not in ("type", "id", "call_id", "output", "status"))
-    if unknown:
-        raise OpenAIError(400, f"unsupported parameter: {where}.{unknown[0]}", param=f"{where}.{unknown[0]}",
-                          code="unsupported_parameter")
-    call_id = raw.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise _missing(f"{where}.call_id") if call_id is None else bad_request(
-            f"{where}.call_id: must be a non-empty string", f"{where}.call_id")
+    _check_keys(raw, ("type", "id", "call_id", "output", "status"), where)
+    call_id = _call_id(raw.get("call_id"), f"{where}.call_id")
     if raw.get("output") is None:
         raise _missing(f"{where}.output")
     return call_id, tool_content(raw["output"], f"{where}.output")

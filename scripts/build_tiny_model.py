@@ -12,17 +12,12 @@ The logic lives in :mod:`video_pipeline.engines.tiny_model`.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-import time
 from pathlib import Path
 
-# Run from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from _build_tiny import build_and_report, from_checkout
 
+from_checkout()
 from video_pipeline.engines import tiny_model  # noqa: E402
 
 
@@ -34,21 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--media", choices=tiny_model.MEDIA, default="tiny",
                         help="processor files: tiny pixel budgets (default) or the real checkpoint's")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    started = time.perf_counter()
-    skipped = tiny_model.is_complete(args.out, args.arch, args.seed, args.media)
-    tiny_model.build(args.arch, args.out, args.seed, args.media)
-    verb = "kept existing" if skipped else "built"
-    logging.info(
-        "%s tiny %s model (seed %d, %s media) in %s [%.1f s]",
-        verb,
-        args.arch,
-        args.seed,
-        args.media,
-        args.out,
-        time.perf_counter() - started,
-    )
-    return 0
+    return build_and_report(f"tiny {args.arch} model (seed {args.seed}, {args.media} media)", args.out,
+                            lambda: tiny_model.is_complete(args.out, args.arch, args.seed, args.media),
+                            lambda: tiny_model.build(args.arch, args.out, args.seed, args.media))
 
 
 if __name__ == "__main__":

@@ -10,17 +10,12 @@ The logic lives in :mod:`video_pipeline.generation.tiny_wan`.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-import time
 from pathlib import Path
 
-# Run from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from _build_tiny import build_and_report, from_checkout
 
+from_checkout()
 from video_pipeline.generation import tiny_wan  # noqa: E402
 
 
@@ -29,14 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="pipeline folder to create")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    started = time.perf_counter()
-    skipped = tiny_wan.is_complete(args.out, args.seed)
-    tiny_wan.build(args.out, args.seed)
-    verb = "kept existing" if skipped else "built"
-    logging.info("%s tiny Wan pipeline (seed %d) in %s [%.1f s]", verb, args.seed, args.out,
-                 time.perf_counter() - started)
-    return 0
+    return build_and_report(f"tiny Wan pipeline (seed {args.seed})", args.out,
+                            lambda: tiny_wan.is_complete(args.out, args.seed),
+                            lambda: tiny_wan.build(args.out, args.seed))
 
 
 if __name__ == "__main__":

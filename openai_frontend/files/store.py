@@ -25,7 +25,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -200,7 +200,7 @@ class LocalBlobs:
         else:
             blob.parent.mkdir(exist_ok=True)
             os.replace(path, blob)
-            _fsync_dir(blob.parent)
+            fsync_dir(blob.parent)
 
     def drop(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
@@ -303,22 +303,11 @@ class SqlFileStore:
     def list(self, *, scope: str = "", purpose: str | None = None, after: str | None = None, limit: int = 10000,
              order: Order = "desc") -> tuple[list[FileRecord], bool]:
         now = int(self._clock())
-        where = ["scope=?", "(expires_at IS NULL OR expires_at>?)"]
-        args: list[Any] = [scope, now]
-        if purpose is not None:
-            where.append("purpose=?")
-            args.append(purpose)
+        where, args = (["purpose=?"], [purpose]) if purpose is not None else ([], [])
         with self.db.tx() as tx:
-            if after is not None:
-                seq = tx.one("SELECT seq FROM files WHERE id=? AND scope=?", (after, scope))
-                if seq is None:
-                    raise KeyError(after)
-                where.append("seq<?" if order == "desc" else "seq>?")
-                args.append(seq[0])
-            sql = (f"SELECT {_COLUMNS} FROM files WHERE {' AND '.join(where)} "
-                   f"ORDER BY seq {'DESC' if order == 'desc' else 'ASC'} LIMIT ?")
-            rows = tx.rows(sql, (*args, limit + 1))
-        return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
+            rows, more = live_page(tx, "files", _COLUMNS, scope=scope, now=now, after=after, limit=limit, order=order,
+                                   where=where, args=args)
+        return [FileRecord(*r) for r in rows], more
 
     def blob_path(self, record: FileRecord) -> Path:
         return self.blobs.path(record.sha256)
@@ -454,12 +443,31 @@ class Stager:
         self.path.unlink(missing_ok=True)
 
 
+def live_page(tx: Tx, table: str, columns: str, *, scope: str, now: int, after: str | None, limit: int,
+              order: Order, where: Sequence[str] = (), args: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], bool]:
+    """One page of ``table``'s rows (``columns``) of ``scope`` that have not expired by ``now`` and meet ``where``
+    (its ``?`` filled from ``args``), in ``seq`` order ("desc": newest first), from after the row whose id is
+    ``after`` (a cursor; KeyError when there is no such row), and whether more rows follow."""
+    conditions = ["scope=?", "(expires_at IS NULL OR expires_at>?)", *where]
+    values: list[Any] = [scope, now, *args]
+    if after is not None:
+        seq = tx.one(f"SELECT seq FROM {table} WHERE id=? AND scope=?", (after, scope))
+        if seq is None:
+            raise KeyError(after)
+        conditions.append("seq<?" if order == "desc" else "seq>?")
+        values.append(seq[0])
+    rows = tx.rows(f"SELECT {columns} FROM {table} WHERE {' AND '.join(conditions)} "
+                   f"ORDER BY seq {'DESC' if order == 'desc' else 'ASC'} LIMIT ?", (*values, limit + 1))
+    return rows[:limit], len(rows) > limit
+
+
 def _row(r: FileRecord) -> tuple[Any, ...]:
     d = asdict(r)
     return tuple(d[c.strip()] for c in _COLUMNS.split(","))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Makes a rename or unlink in the directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

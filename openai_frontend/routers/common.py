@@ -9,7 +9,7 @@ from fastapi import Request
 
 from openai_frontend.errors import OpenAIError, bad_request, model_not_found
 from openai_frontend.files.full import store_full
-from openai_frontend.files.upload import Upload, receive
+from openai_frontend.files.upload import MAX_FIELD, Upload, receive
 from openai_frontend.schemas.common import parse_json, read_json
 from openai_frontend.service import Service
 
@@ -62,6 +62,24 @@ def scope_of(request: Request) -> str:
     return value
 
 
+async def receive_form(request: Request, content_type: str, *, file_fields: frozenset[str] | None, max_files: int,
+                       refused: str, param: str | None, where: str = "{}", max_field: int = MAX_FIELD) -> Upload:
+    """A multipart/form-data body (its declared length within the body limit), its file parts staged in the
+    file store's staging directory, each capped like any media (see :func:`receive`). A full disk there is a
+    507: ``<refused>: <where> is full``, ``where`` with the directory in its ``{}``."""
+    settings = service_of(request).settings
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise OpenAIError(413, f"the request body is {declared} bytes; the limit is {settings.max_body_bytes}",
+                          code="request_too_large")
+    staging = request.app.state.files.staging_dir()
+    try:
+        return await receive(request.stream(), content_type, staging, settings.max_media_bytes,
+                             file_fields=file_fields, max_files=max_files, max_field=max_field)
+    except OSError as exc:  # receive() has removed what it staged
+        raise store_full(exc, where=where.format(staging), refused=refused, param=param, hint="try later") from None
+
+
 async def read_body(request: Request) -> tuple[Any, Upload | None]:
     """The JSON request, and for a multipart/form-data body the files its parts name as ``form://<field>``.
 
@@ -72,17 +90,9 @@ async def read_body(request: Request) -> tuple[Any, Upload | None]:
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         return await read_json(request, settings.max_body_bytes), None
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise OpenAIError(413, f"the request body is {declared} bytes; the limit is {settings.max_body_bytes}",
-                          code="request_too_large")
-    staging = request.app.state.files.staging_dir()
-    try:
-        form = await receive(request.stream(), content_type, staging, settings.max_media_bytes, file_fields=None,
-                             max_files=settings.max_videos + settings.max_images, max_field=settings.max_body_bytes)
-    except OSError as exc:  # receive() has removed what it staged
-        raise store_full(exc, where=str(staging), refused="the multipart request's files cannot be staged",
-                         param=None, hint="try later") from None
+    form = await receive_form(request, content_type, file_fields=None,
+                              max_files=settings.max_videos + settings.max_images, max_field=settings.max_body_bytes,
+                              refused="the multipart request's files cannot be staged", param=None)
     try:
         raw = form.fields.get(PAYLOAD_FIELD)
         if raw is None and PAYLOAD_FIELD in form.files:  # curl -F payload=@request.json

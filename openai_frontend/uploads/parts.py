@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from openai_frontend.files.store import fsync_dir
 from openai_frontend.storage.db import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class LocalParts:
         folder = self._root / upload_id
         folder.mkdir(exist_ok=True)
         os.replace(path, folder / part_id)
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     def read(self, upload_id: str, part_id: str) -> Iterator[bytes]:
         f = open(self._root / upload_id / part_id, "rb")  # noqa: SIM115 - closed by the generator
@@ -157,10 +158,3 @@ def _chunks_of(f: Any) -> Iterator[bytes]:
         while chunk := f.read(_CHUNK):
             yield chunk
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

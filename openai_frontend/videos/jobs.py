@@ -135,13 +135,27 @@ class JobManager:
         return record
 
     async def _run(self, job_id: str, request: VideoRequest, live: _Live) -> None:
-        try:
+        async def in_a_slot() -> bool:
             async with self._slot(record_id=job_id):
                 await asyncio.to_thread(self.store.mark, job_id, "in_progress", progress=0)
                 final = await self._generate(request, live)
-                saved = await asyncio.to_thread(self.store.complete, job_id, final.video or b"", final.info,
-                                                self.ttl_s)
-            logger.info("video job %s %s", job_id, "completed" if saved else "finished after it was deleted")
+                return await asyncio.to_thread(self.store.complete, job_id, final.video or b"", final.info,
+                                               self.ttl_s)
+
+        try:
+            await self._conclude(job_id, live, in_a_slot(), gone="finished after it was deleted")
+        finally:
+            self._live.pop(job_id, None)
+            self._queued.discard(job_id)
+
+    async def _conclude(self, job_id: str, live: _Live, work: Awaitable[bool], *, gone: str,
+                        owner: str | None = None) -> None:
+        """Awaits the job's ``work`` (it generates and stores the video: whether the record was still there to
+        take it, else the job is ``gone``) and logs how the job ended; a failure is recorded on the job (while
+        ``owner`` still holds it, with one) for its owner to read; a cancellation passes on."""
+        try:
+            saved = await work
+            logger.info("video job %s %s", job_id, "completed" if saved else gone)
         except asyncio.CancelledError:
             logger.info("video job %s cancelled", job_id)
             raise
@@ -149,10 +163,8 @@ class JobManager:
             err = from_exception(exc)
             logger.info("video job %s failed: %s", job_id, err.message)
             await asyncio.to_thread(self.store.mark, job_id, "failed", progress=live.progress,
-                                    error={"code": err.code, "message": err.message}, ttl_s=self.ttl_s)
-        finally:
-            self._live.pop(job_id, None)
-            self._queued.discard(job_id)
+                                    error={"code": err.code, "message": err.message}, ttl_s=self.ttl_s,
+                                    owner=owner)
 
     async def _generate(self, request: VideoRequest, live: _Live | None = None,
                         on_progress: Callable[[int], Awaitable[None]] | None = None) -> VideoEvent:
@@ -393,21 +405,14 @@ class SharedJobManager(JobManager):
             except StoreUnavailable as exc:  # shown late, not lost: the next write catches up
                 logger.warning("video job %s: progress not written: %s", job_id, exc.message)
 
-        try:
+        async def generate_and_store() -> bool:
             final = await self._generate(VideoRequest(job_id, params_of(record), image), live, on_progress)
-            saved = await asyncio.to_thread(self.store.complete, job_id, final.video or b"", final.info, self.ttl_s,
-                                            self.replica)
-            logger.info("video job %s %s", job_id, "completed" if saved else "finished after it was deleted or "
-                        "taken over")
-        except asyncio.CancelledError:
-            logger.info("video job %s cancelled", job_id)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the job's failure, recorded for its owner
-            err = from_exception(exc)
-            logger.info("video job %s failed: %s", job_id, err.message)
-            await asyncio.to_thread(self.store.mark, job_id, "failed", progress=live.progress,
-                                    error={"code": err.code, "message": err.message}, ttl_s=self.ttl_s,
-                                    owner=self.replica)
+            return await asyncio.to_thread(self.store.complete, job_id, final.video or b"", final.info, self.ttl_s,
+                                           self.replica)
+
+        try:
+            await self._conclude(job_id, live, generate_and_store(),
+                                 gone="finished after it was deleted or taken over", owner=self.replica)
         finally:
             self._live.pop(job_id, None)
             self._wake.set()  # a slot is free: claim the next job (here, or on another replica)

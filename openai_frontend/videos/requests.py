@@ -17,10 +17,9 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 
 from openai_frontend.errors import OpenAIError, bad_request, model_not_found
-from openai_frontend.files.full import store_full
-from openai_frontend.files.upload import Upload, receive, sniff
+from openai_frontend.files.upload import Upload, sniff
 from openai_frontend.media.urls import FILE_ID_SCHEME
-from openai_frontend.routers.common import scope_of, service_of
+from openai_frontend.routers.common import receive_form, scope_of, service_of
 from openai_frontend.schemas.common import read_json, validate
 from openai_frontend.schemas.videos import (
     DEFAULT_SECONDS,
@@ -160,18 +159,9 @@ async def _read_body(request: Request) -> tuple[dict[str, Any], Upload | None]:
         return form_to_body(dict(pairs)), None
     if not content_type.lower().startswith("multipart/form-data"):
         return json_to_body(await read_json(request, settings.max_body_bytes)), None
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise OpenAIError(413, f"the request body is {declared} bytes; the limit is {settings.max_body_bytes}",
-                          code="request_too_large")
-    staging = request.app.state.files.staging_dir()
-    try:
-        form = await receive(request.stream(), content_type, staging, settings.max_media_bytes,
-                             file_fields=frozenset({INPUT_REFERENCE}), max_files=1)
-    except OSError as exc:  # receive() has removed what it staged
-        raise store_full(exc, where=f"the file store's staging directory {staging}",
-                         refused=f"{INPUT_REFERENCE}: the reference image cannot be staged", param=INPUT_REFERENCE,
-                         hint="try later") from None
+    form = await receive_form(request, content_type, file_fields=frozenset({INPUT_REFERENCE}), max_files=1,
+                              refused=f"{INPUT_REFERENCE}: the reference image cannot be staged", param=INPUT_REFERENCE,
+                              where="the file store's staging directory {}")
     try:
         return form_to_body(form.fields), form
     except BaseException:

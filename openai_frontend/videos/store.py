@@ -28,13 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from openai_frontend.files.store import Order, live_page
 from openai_frontend.storage.db import Database, PostgresDatabase, SqliteDatabase, Tx
 from openai_frontend.videos.stills import STILLS, Variant
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["queued", "in_progress", "completed", "failed"]
-Order = Literal["asc", "desc"]
 
 DB_FILE = "files.sqlite3"  # the Files API's database: one store, one file
 _SCHEMA = """
@@ -261,17 +261,11 @@ class JobStore:
     def list(self, *, scope: str = "", after: str | None = None, limit: int = 20,
              order: Order = "desc") -> tuple[list[JobRecord], bool]:
         """One page of live records and whether more follow (cursor: the id of the last one seen)."""
-        where, args = ["scope=?", "(expires_at IS NULL OR expires_at>?)"], [scope, int(self._clock())]
+        now = int(self._clock())
         with self.db.tx() as tx:
-            if after is not None:
-                seq = tx.one("SELECT seq FROM video_jobs WHERE id=? AND scope=?", (after, scope))
-                if seq is None:
-                    raise KeyError(after)
-                where.append("seq<?" if order == "desc" else "seq>?")
-                args.append(seq[0])
-            rows = tx.rows(f"SELECT {', '.join(_COLUMNS)} FROM video_jobs WHERE {' AND '.join(where)} "
-                           f"ORDER BY seq {'DESC' if order == 'desc' else 'ASC'} LIMIT ?", (*args, limit + 1))
-        return [_record(r) for r in rows[:limit]], len(rows) > limit
+            rows, more = live_page(tx, "video_jobs", ", ".join(_COLUMNS), scope=scope, now=now, after=after,
+                                   limit=limit, order=order)
+        return [_record(r) for r in rows], more
 
     def output_path(self, job_id: str) -> Path:
         # Ids are ours ("video_" + hex), checked by the caller's lookup; never a client's path.

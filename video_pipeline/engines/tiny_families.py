@@ -47,16 +47,27 @@ defaults (which is what transformers uses for them too).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from video_pipeline.engines.tiny_model import _bytes_to_unicode, write_folder
+from video_pipeline.engines.tiny_model import (
+    MAX_POSITION_EMBEDDINGS,
+    TEXT_HIDDEN,
+    TINY_TEXT,
+    VOCAB_SIZE,
+    build_once,
+    byte_level_tokenizer,
+    is_stamped,
+    qwen_text,
+    rename_weights,
+    save_processor,
+    save_seeded,
+    token_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,21 +75,10 @@ logger = logging.getLogger(__name__)
 BUILDER_VERSION = 3
 STAMP_FILE = "tiny_family.json"
 
-VOCAB_SIZE = 512
-TEXT_HIDDEN = 128
-MAX_POSITION_EMBEDDINGS = 32768
-
-_QWEN_TEXT = {
+# What llava-onevision's and InternVL's Qwen2 text models add to tiny_model.qwen_text.
+_QWEN2_TEXT = {
     "model_type": "qwen2",
-    "vocab_size": VOCAB_SIZE,
-    "hidden_size": TEXT_HIDDEN,
-    "intermediate_size": 2 * TEXT_HIDDEN,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "max_position_embeddings": MAX_POSITION_EMBEDDINGS,
     "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0},
-    "tie_word_embeddings": False,
     # Wider than the default 0.02, so greedy text varies with the input instead of repeating one token.
     "initializer_range": 0.1,
 }
@@ -155,11 +155,7 @@ FAMILIES: dict[str, _Family] = {
 
 def is_complete(out: str | os.PathLike[str], family: str, seed: int = 0) -> bool:
     """True when ``out`` already holds a finished build of ``family`` with ``seed``."""
-    try:
-        stamp = json.loads((Path(out) / STAMP_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return stamp == _stamp(family, seed)
+    return is_stamped(out, STAMP_FILE, _stamp(family, seed))
 
 
 def build(family: str, out: str | os.PathLike[str], seed: int = 0) -> Path:
@@ -169,13 +165,8 @@ def build(family: str, out: str | os.PathLike[str], seed: int = 0) -> Path:
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
-    out = Path(out)
-    if is_complete(out, family, seed):
-        return out
-    started = time.perf_counter()
-    write_folder(out, lambda tmp: _WRITERS[family](tmp, seed), STAMP_FILE, _stamp(family, seed))
-    logger.debug("built tiny %s (seed %d) at %s in %.1f s", family, seed, out, time.perf_counter() - started)
-    return out
+    return build_once(out, lambda tmp: _WRITERS[family](tmp, seed), STAMP_FILE, _stamp(family, seed),
+                      f"tiny {family} (seed {seed})")
 
 
 def _stamp(family: str, seed: int) -> dict[str, Any]:
@@ -187,44 +178,13 @@ def _stamp(family: str, seed: int) -> dict[str, Any]:
 
 def build_tokenizer(family: str) -> Any:
     """tiny_model's byte-level BPE (256 bytes, deterministic merges) with ``family``'s specials on top."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     fam = FAMILIES[family]
-    byte_chars = _bytes_to_unicode()
-    vocab = {byte_chars[b]: b for b in range(256)}
-    letters = "etaoinshrdlucmfwypvbgkqjxz"
-    merges: list[tuple[str, str]] = []
-    for first in " " + letters:
-        for second in letters:
-            if len(vocab) == VOCAB_SIZE - len(fam.specials):
-                break
-            pair = (byte_chars[ord(first)], second)
-            merges.append(pair)
-            vocab[pair[0] + pair[1]] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in fam.specials])
-    if backend.get_vocab_size() != VOCAB_SIZE:
-        raise RuntimeError(f"tokenizer has {backend.get_vocab_size()} ids, expected {VOCAB_SIZE}")
-    extra: dict[str, Any] = {"extra_special_tokens": dict(fam.named_tokens)} if fam.named_tokens else {}
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token=fam.eos,
-        pad_token=fam.pad,
-        unk_token=None,
-        bos_token=None,
-        model_max_length=MAX_POSITION_EMBEDDINGS,
-        clean_up_tokenization_spaces=False,
-        split_special_tokens=False,
-        chat_template=fam.template,
-        **extra,
-    )
+    return byte_level_tokenizer(VOCAB_SIZE, fam.specials, MAX_POSITION_EMBEDDINGS, fam.template,
+                                dict(fam.named_tokens) or None, eos=fam.eos, pad=fam.pad)
 
 
 def _ids(tokenizer: Any, family: str) -> dict[str, int]:
-    return {tok: tokenizer.convert_tokens_to_ids(tok) for tok in FAMILIES[family].specials}
+    return token_ids(tokenizer, FAMILIES[family].specials)
 
 
 # --- families ---------------------------------------------------------------------------------------
@@ -237,8 +197,7 @@ def _write_llava_onevision(out: Path, seed: int) -> None:
     ids = _ids(tokenizer, "llava_onevision")
     image_processor = transformers.LlavaOnevisionImageProcessor()  # class defaults = the 0.5b-ov-hf checkpoint's
     config = transformers.LlavaOnevisionConfig(
-        text_config={**_QWEN_TEXT, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-                     "pad_token_id": ids["<|endoftext|>"]},
+        text_config=qwen_text(ids, **_QWEN2_TEXT),
         vision_config={"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
                        "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 384, "patch_size": 14,
                        "vision_use_head": False},
@@ -259,11 +218,11 @@ def _write_llava_onevision(out: Path, seed: int) -> None:
         vision_aspect_ratio="anyres_max_9",
         chat_template=_LLAVA_TEMPLATE,
     )
-    _save(out, seed, config, "LlavaOnevisionForConditionalGeneration", processor, tokenizer, ids,
+    _save(out, seed, config, "LlavaOnevisionForConditionalGeneration", processor, tokenizer,
           eos=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad=ids["<|endoftext|>"])
     # transformers 5.19 saves SigLIP without its "vision_model." level (it strips it on load); the real
     # checkpoint and vLLM 0.32's loader keep it.
-    _rename_weights(out, "vision_tower.", "vision_tower.vision_model.")
+    rename_weights(out, "vision_tower.", "vision_tower.vision_model.")
 
 
 def _write_internvl(out: Path, seed: int) -> None:
@@ -272,8 +231,7 @@ def _write_internvl(out: Path, seed: int) -> None:
     tokenizer = build_tokenizer("internvl")
     ids = _ids(tokenizer, "internvl")
     config = transformers.InternVLConfig(
-        text_config={**_QWEN_TEXT, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-                     "pad_token_id": ids["<|endoftext|>"]},
+        text_config=qwen_text(ids, **_QWEN2_TEXT),
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                        "image_size": [448, 448], "patch_size": [14, 14]},
         image_token_id=ids["<IMG_CONTEXT>"],
@@ -294,7 +252,7 @@ def _write_internvl(out: Path, seed: int) -> None:
         image_seq_length=256,
         chat_template=_INTERNVL_TEMPLATE,
     )
-    _save(out, seed, config, "InternVLForConditionalGeneration", processor, tokenizer, ids,
+    _save(out, seed, config, "InternVLForConditionalGeneration", processor, tokenizer,
           eos=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad=ids["<|endoftext|>"])
 
 
@@ -305,10 +263,7 @@ def _write_glm4v(out: Path, seed: int) -> None:
     ids = _ids(tokenizer, "glm4v")
     eos = [ids["<|endoftext|>"], ids["<|user|>"], ids["<|observation|>"]]
     config = transformers.Glm4vConfig(
-        text_config={"vocab_size": VOCAB_SIZE, "hidden_size": TEXT_HIDDEN, "intermediate_size": 2 * TEXT_HIDDEN,
-                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-                     "max_position_embeddings": MAX_POSITION_EMBEDDINGS, "pad_token_id": ids["<|endoftext|>"],
-                     "eos_token_id": eos, "initializer_range": 0.1,
+        text_config={**TINY_TEXT, "pad_token_id": ids["<|endoftext|>"], "eos_token_id": eos, "initializer_range": 0.1,
                      # GLM-4.1V rotates half of each head (64 of 128 dims: [8, 12, 12]); here 32 of 64.
                      "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
                                          "mrope_section": [4, 6, 6]}},
@@ -331,49 +286,15 @@ def _write_glm4v(out: Path, seed: int) -> None:
         video_processor=transformers.Glm4vVideoProcessor(),
         chat_template=_GLM4V_TEMPLATE,
     )
-    _save(out, seed, config, "Glm4vForConditionalGeneration", processor, tokenizer, ids, eos=eos,
+    _save(out, seed, config, "Glm4vForConditionalGeneration", processor, tokenizer, eos=eos,
           pad=ids["<|endoftext|>"])
 
 
-def _save(out: Path, seed: int, config: Any, model_class: str, processor: Any, tokenizer: Any,
-          ids: dict[str, int], *, eos: list[int], pad: int) -> None:
-    import torch
-    import transformers
-
-    config.eos_token_id = eos[0]
-    config.pad_token_id = pad
-    torch.manual_seed(seed)
-    model = getattr(transformers, model_class)(config).eval()
-    _favour_printable(model, tokenizer)
-    model = model.to(torch.bfloat16)
-    model.generation_config = transformers.GenerationConfig(eos_token_id=eos, pad_token_id=pad)
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    # Standalone files too, for readers that look for them (transformers 4.x, other tools).
-    processor.image_processor.save_pretrained(out)
-    processor.video_processor.save_pretrained(out)
-
-
-def _rename_weights(out: Path, old: str, new: str) -> None:
-    """Rewrite weight names starting with ``old`` to start with ``new`` in ``out``'s safetensors."""
-    from safetensors.torch import load_file, save_file
-
-    path = out / "model.safetensors"
-    weights = load_file(path)
-    save_file({(new + k[len(old):]) if k.startswith(old) else k: v for k, v in weights.items()}, path,
-              metadata={"format": "pt"})
-
-
-def _favour_printable(model: Any, tokenizer: Any) -> None:
-    """Damp the output head for every non-printable or special token (see tiny_model)."""
-    import torch
-
-    specials = set(tokenizer.get_added_vocab().values())
-    damped = [i for i in range(VOCAB_SIZE)
-              if i in specials or not all(32 <= b < 127 for b in tokenizer.decode([i]).encode("utf-8", "replace"))]
-    head = model.get_output_embeddings()
-    with torch.no_grad():
-        head.weight[damped] *= 0.05
+def _save(out: Path, seed: int, config: Any, model_class: str, processor: Any, tokenizer: Any, *,
+          eos: list[int], pad: int) -> None:
+    """Seeded weights (greedy text kept printable) and the processor, with its standalone files too."""
+    save_seeded(out, seed, config, model_class, eos=eos, pad=pad, favour=tokenizer)
+    save_processor(processor, out)
 
 
 _WRITERS = {"llava_onevision": _write_llava_onevision, "internvl": _write_internvl, "glm4v": _write_glm4v}

@@ -27,8 +27,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,12 @@ VOCAB_SIZE = 512
 TEXT_HIDDEN = 128
 HEAD_DIM = 64
 MAX_POSITION_EMBEDDINGS = 32768
+#: The text model of every tiny build (2 layers, 2 heads, one KV head), before its family's settings.
+TINY_TEXT: dict[str, Any] = {
+    "vocab_size": VOCAB_SIZE, "hidden_size": TEXT_HIDDEN, "intermediate_size": 2 * TEXT_HIDDEN,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+    "max_position_embeddings": MAX_POSITION_EMBEDDINGS,
+}
 
 # Qwen's special tokens, in Qwen's own id order; they take the top ids of the vocab.
 SPECIAL_TOKENS = (
@@ -63,40 +69,62 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 
+def chatml_template(counters: Sequence[str], parts: str) -> str:
+    """A Qwen ChatML chat template: a default system turn, then each message's string content, or its list
+    content part by part: ``parts`` (a Jinja ``{% if %}``/``{% elif %}`` chain, one branch per media kind,
+    counting into ``<kind>_count`` for each of ``counters``), text parts as they are."""
+    return (
+        "".join("{% set " + kind + "_count = namespace(value=0) %}" for kind in counters)
+        + "{% for message in messages %}"
+        "{% if loop.first and message['role'] != 'system' %}"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+        "{% else %}{% for content in message['content'] %}"
+        + parts
+        + "{% elif 'text' in content %}{{ content['text'] }}"
+        "{% endif %}{% endfor %}<|im_end|>\n"
+        "{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+def media_parts(*media: tuple[str, str, str, str]) -> str:
+    """The ``parts`` of :func:`chatml_template` for ``(kind, label, flag, tokens)`` media kinds, in that order:
+    a part of ``kind`` (OpenAI's ``<kind>_url`` type too) is ``tokens``, after ``"<label> <n>: "`` when the
+    template variable ``flag`` is set."""
+    return "".join(
+        ("{% if " if i == 0 else "{% elif ")
+        + f"content['type'] == '{kind}' or content['type'] == '{kind}_url' or '{kind}' in content %}}"
+        + "{% set " + kind + "_count.value = " + kind + "_count.value + 1 %}"
+        + "{% if " + flag + " %}" + label + " {{ " + kind + "_count.value }}: {% endif %}"
+        + tokens
+        for i, (kind, label, flag, tokens) in enumerate(media)
+    )
+
+
 # Qwen2-VL-Instruct's chat template, extended to accept OpenAI-style
 # image_url/video_url part types. The same template serves all three archs:
 # vLLM expands each <|video_pad|> (Qwen3-VL: with per-frame timestamps).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or content['type'] == 'image_url' or 'image' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or content['type'] == 'video_url' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}"
-    "{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+CHAT_TEMPLATE = chatml_template(("image", "video"), media_parts(
+    ("image", "Picture", "add_vision_id", "<|vision_start|><|image_pad|><|vision_end|>"),
+    ("video", "Video", "add_vision_id", "<|vision_start|><|video_pad|><|vision_end|>"),
+))
+
+
+#: The 2-block vision tower of the Qwen2.5-VL generation and after (Qwen3-VL, Qwen2.5-Omni's thinker).
+VISION_2_BLOCKS: dict[str, Any] = {
+    "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "out_hidden_size": TEXT_HIDDEN,
+}
 
 
 @dataclass(frozen=True)
 class _Arch:
     """What differs between the three Qwen-VL generations."""
 
-    config_class: str
-    model_class: str
-    processor_class: str
+    #: transformers' class names: ``<prefix>Config``, ``<prefix>ForConditionalGeneration``, ``<prefix>Processor``.
+    prefix: str
     video_processor_class: str
     patch_size: int
     mrope_section: tuple[int, int, int]
@@ -106,63 +134,41 @@ class _Arch:
     video_max_units: int
     mrope_interleaved: bool = False
 
+    @property
+    def model_class(self) -> str:
+        return f"{self.prefix}ForConditionalGeneration"
+
 
 ARCHS: dict[str, _Arch] = {
     "qwen2_vl": _Arch(
-        config_class="Qwen2VLConfig",
-        model_class="Qwen2VLForConditionalGeneration",
-        processor_class="Qwen2VLProcessor",
-        video_processor_class="Qwen2VLVideoProcessor",
-        patch_size=14,
-        mrope_section=(8, 12, 12),
+        prefix="Qwen2VL", video_processor_class="Qwen2VLVideoProcessor", patch_size=14, mrope_section=(8, 12, 12),
         vision={"depth": 1, "embed_dim": 64, "hidden_size": TEXT_HIDDEN, "num_heads": 2, "mlp_ratio": 2},
-        text_extra={},
-        video_max_units=64,
+        text_extra={}, video_max_units=64,
     ),
     "qwen2_5_vl": _Arch(
-        config_class="Qwen2_5_VLConfig",
-        model_class="Qwen2_5_VLForConditionalGeneration",
-        processor_class="Qwen2_5_VLProcessor",
-        video_processor_class="Qwen2VLVideoProcessor",
-        patch_size=14,
-        mrope_section=(8, 12, 12),
-        vision={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_heads": 2,
-            "out_hidden_size": TEXT_HIDDEN,
-            "fullatt_block_indexes": [1],
-            "window_size": 112,
-            "tokens_per_second": 2,
-        },
-        text_extra={},
-        video_max_units=64,
+        prefix="Qwen2_5_VL", video_processor_class="Qwen2VLVideoProcessor", patch_size=14, mrope_section=(8, 12, 12),
+        vision={**VISION_2_BLOCKS, "fullatt_block_indexes": [1], "window_size": 112, "tokens_per_second": 2},
+        text_extra={}, video_max_units=64,
     ),
     "qwen3_vl": _Arch(
-        config_class="Qwen3VLConfig",
-        model_class="Qwen3VLForConditionalGeneration",
-        processor_class="Qwen3VLProcessor",
-        video_processor_class="Qwen3VLVideoProcessor",
-        patch_size=16,
-        mrope_section=(12, 10, 10),
-        vision={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_heads": 2,
-            "out_hidden_size": TEXT_HIDDEN,
-            "num_position_embeddings": 64,
-            "deepstack_visual_indexes": [0],
-        },
-        text_extra={"head_dim": HEAD_DIM},
-        video_max_units=256,
-        mrope_interleaved=True,
+        prefix="Qwen3VL", video_processor_class="Qwen3VLVideoProcessor", patch_size=16, mrope_section=(12, 10, 10),
+        vision={**VISION_2_BLOCKS, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+        text_extra={"head_dim": HEAD_DIM}, video_max_units=256, mrope_interleaved=True,
     ),
 }
 
-_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _qwen2_vl_preprocessor(processor_class: str) -> dict[str, Any]:
+    """Qwen2-VL's and Qwen2.5-VL's preprocessor_config.json (the same but for the processor class)."""
+    return {
+        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+        "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": processor_class,
+    }
+
 
 #: The processor files the real checkpoints ship (file name -> JSON), copied from
 #: Qwen/Qwen2-VL-7B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct and Qwen/Qwen3-VL-8B-Instruct.
@@ -170,20 +176,8 @@ _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 #: processor from it too (per-frame budget min_pixels..max_pixels). Qwen3-VL ships its video
 #: processor apart; its fps 2, min_frames 4 and max_frames 768 are the class's defaults.
 REAL_MEDIA: dict[str, dict[str, dict[str, Any]]] = {
-    "qwen2_vl": {
-        "preprocessor_config.json": {
-            "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
-            "merge_size": 2, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD,
-            "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor",
-        },
-    },
-    "qwen2_5_vl": {
-        "preprocessor_config.json": {
-            "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
-            "merge_size": 2, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD,
-            "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
-        },
-    },
+    "qwen2_vl": {"preprocessor_config.json": _qwen2_vl_preprocessor("Qwen2VLProcessor")},
+    "qwen2_5_vl": {"preprocessor_config.json": _qwen2_vl_preprocessor("Qwen2_5_VLProcessor")},
     "qwen3_vl": {
         "preprocessor_config.json": {
             "size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
@@ -203,11 +197,7 @@ REAL_MEDIA: dict[str, dict[str, dict[str, Any]]] = {
 
 def is_complete(out: str | os.PathLike[str], arch: str, seed: int = 0, media: str = "tiny") -> bool:
     """True when ``out`` already holds a finished build of ``arch`` with ``seed`` and ``media``."""
-    try:
-        stamp = json.loads((Path(out) / STAMP_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return stamp == _stamp(arch, seed, media)
+    return is_stamped(out, STAMP_FILE, _stamp(arch, seed, media))
 
 
 def build(arch: str, out: str | os.PathLike[str], seed: int = 0, media: str = "tiny") -> Path:
@@ -223,15 +213,28 @@ def build(arch: str, out: str | os.PathLike[str], seed: int = 0, media: str = "t
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
     if media not in MEDIA:
         raise ValueError(f"unknown media {media!r}; choose one of {list(MEDIA)}")
+    return build_once(out, lambda tmp: _write_model(arch, tmp, seed, media), STAMP_FILE, _stamp(arch, seed, media),
+                      f"tiny {arch} model (seed {seed}, {media} media)")
+
+
+def is_stamped(out: str | os.PathLike[str], stamp_file: str, stamp: dict[str, Any]) -> bool:
+    """True when ``out`` holds a finished build: its ``stamp_file`` (written last) says ``stamp``."""
+    try:
+        return bool(json.loads((Path(out) / stamp_file).read_text()) == stamp)
+    except (OSError, ValueError):
+        return False
+
+
+def build_once(out: str | os.PathLike[str], write: Any, stamp_file: str, stamp: dict[str, Any], what: str) -> Path:
+    """``out`` as a Path, once it holds the build ``stamp`` names: kept when it already does, else made
+    by :func:`write_folder` with ``write(tmp)``. ``what`` names the build in the debug log."""
     out = Path(out)
-    if is_complete(out, arch, seed, media):
-        logger.debug("tiny %s model (seed %d, %s media) already at %s", arch, seed, media, out)
+    if is_stamped(out, stamp_file, stamp):
+        logger.debug("%s already at %s", what, out)
         return out
     started = time.perf_counter()
-    write_folder(out, lambda tmp: _write_model(arch, tmp, seed, media), STAMP_FILE, _stamp(arch, seed, media))
-    logger.debug(
-        "built tiny %s model (seed %d) at %s in %.1f s", arch, seed, out, time.perf_counter() - started
-    )
+    write_folder(out, write, stamp_file, stamp)
+    logger.debug("built %s at %s in %.1f s", what, out, time.perf_counter() - started)
     return out
 
 
@@ -257,40 +260,77 @@ def write_folder(out: Path, write: Any, stamp_file: str, stamp: dict[str, Any]) 
 
 
 def _stamp(arch: str, seed: int, media: str = "tiny") -> dict[str, Any]:
-    stamp: dict[str, Any] = {"arch": arch, "seed": seed, "builder_version": BUILDER_VERSION}
+    stamp = arch_stamp(arch, seed, BUILDER_VERSION)
     if media != "tiny":  # the default build's stamp (and so its folder) stays as it always was
         stamp["media"] = media
     return stamp
 
 
+def arch_stamp(arch: str, seed: int, builder_version: int) -> dict[str, Any]:
+    """The stamp of a Qwen builder's folder (this module's, :class:`Builder`'s)."""
+    return {"arch": arch, "seed": seed, "builder_version": builder_version}
+
+
+@dataclass(frozen=True)
+class Builder:
+    """The builder of one more tiny Qwen model (tiny_audio's Qwen2-Audio, tiny_omni's Qwen2.5-Omni): its
+    folder's stamp, the check that a folder holds its build, the build, its tokenizer."""
+
+    arch: str
+    #: Bumped whenever the builder's output changes, so stale folders are rebuilt.
+    version: int
+    special_tokens: tuple[str, ...]
+    chat_template: str
+    #: ``write(folder, seed)``: the model's files.
+    write: Callable[[Path, int], None]
+    #: Tokenizer attribute -> special token, for the processors that read them.
+    token_attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def stamp(self, seed: int) -> dict[str, Any]:
+        return arch_stamp(self.arch, seed, self.version)
+
+    def is_complete(self, out: str | os.PathLike[str], seed: int = 0) -> bool:
+        """True when ``out`` already holds a finished build with ``seed``."""
+        return is_stamped(out, STAMP_FILE, self.stamp(seed))
+
+    def build(self, out: str | os.PathLike[str], seed: int = 0) -> Path:
+        """Build the model into ``out`` unless it is already there; return ``out``. Assembled in a sibling
+        temporary folder and renamed into place (:func:`write_folder`)."""
+        return build_once(out, lambda tmp: self.write(tmp, seed), STAMP_FILE, self.stamp(seed),
+                          f"tiny {self.arch} model (seed {seed})")
+
+    def tokenizer(self) -> Any:
+        """Byte-level BPE over the bytes, merges up to the vocab, the model's specials on top."""
+        return byte_level_tokenizer(VOCAB_SIZE, self.special_tokens, MAX_POSITION_EMBEDDINGS, self.chat_template,
+                                    dict(self.token_attributes) or None)
+
+
+def token_ids(tokenizer: Any, tokens: Sequence[str]) -> dict[str, int]:
+    """``tokens`` -> their ids in ``tokenizer``."""
+    return {tok: tokenizer.convert_tokens_to_ids(tok) for tok in tokens}
+
+
+def mrope(section: Sequence[int], interleaved: bool = False) -> dict[str, Any]:
+    """Qwen-VL's multimodal rotary embedding (theta 1e6) over ``section`` (temporal, height, width dims)."""
+    return {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": list(section),
+            **({"mrope_interleaved": True} if interleaved else {})}
+
+
+def qwen_text(ids: Mapping[str, int], **extra: Any) -> dict[str, Any]:
+    """:data:`TINY_TEXT` with Qwen's ids (bos and pad <|endoftext|>, eos <|im_end|>), untied, then ``extra``."""
+    return {**TINY_TEXT, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False, **extra}
+
+
 def _write_model(name: str, out: Path, seed: int, media: str = "tiny") -> None:
-    import torch
     import transformers
 
     arch = ARCHS[name]
     tokenizer = build_tokenizer()
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    config = getattr(transformers, arch.config_class)(
-        text_config={
-            "vocab_size": VOCAB_SIZE,
-            "hidden_size": TEXT_HIDDEN,
-            "intermediate_size": 2 * TEXT_HIDDEN,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": MAX_POSITION_EMBEDDINGS,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1_000_000.0,
-                "mrope_section": list(arch.mrope_section),
-                **({"mrope_interleaved": True} if arch.mrope_interleaved else {}),
-            },
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-            "tie_word_embeddings": False,
-            **arch.text_extra,
-        },
+    ids = token_ids(tokenizer, SPECIAL_TOKENS)
+    config = getattr(transformers, f"{arch.prefix}Config")(
+        text_config=qwen_text(ids, rope_parameters=mrope(arch.mrope_section, arch.mrope_interleaved),
+                              **arch.text_extra),
         vision_config={
             "patch_size": arch.patch_size,
             "spatial_merge_size": 2,
@@ -304,36 +344,48 @@ def _write_model(name: str, out: Path, seed: int, media: str = "tiny") -> None:
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
-    config.eos_token_id = ids["<|im_end|>"]
-    config.pad_token_id = ids["<|endoftext|>"]
     config.bos_token_id = ids["<|endoftext|>"]
-
-    # Seeded CPU generator: the same seed gives bit-identical weights.
-    torch.manual_seed(seed)
-    model = getattr(transformers, arch.model_class)(config).eval()
-    _favour_printable(model, tokenizer)
-    # bfloat16 like the real checkpoints: vLLM on CPU downcasts float32 anyway (one warning per weight).
-    model = model.to(torch.bfloat16)
-    model.generation_config = transformers.GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-    )
-    model.save_pretrained(out, safe_serialization=True)
+    save_seeded(out, seed, config, arch.model_class, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+                pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], favour=tokenizer)
 
     if media == "real":
-        _write_real_processor(name, tokenizer, out)
+        write_real_processor(out, tokenizer, CHAT_TEMPLATE, REAL_MEDIA[name])
         return
-    processor = _processor(arch, tokenizer)
+    save_processor(_processor(arch, tokenizer), out)
+
+
+def save_processor(processor: Any, out: Path) -> None:
+    """Saves ``processor`` in ``out``, and its image and video processors' own files too: transformers 5 keeps
+    both inside processor_config.json; older readers (transformers 4.x, other tools) look for these files."""
     processor.save_pretrained(out)
-    # transformers 5 keeps both processors inside processor_config.json; older
-    # readers (transformers 4.x, other tools) look for these standalone files.
     processor.image_processor.save_pretrained(out)
     processor.video_processor.save_pretrained(out)
 
 
-def _favour_printable(model: Any, tokenizer: Any) -> None:
-    """Shrink the output-head rows of every token that is not printable ASCII.
+def save_seeded(out: Path, seed: int, config: Any, model_class: str, *, eos: list[int], pad: int,
+                bos: int | None = None, favour: Any = None) -> None:
+    """Saves transformers' ``model_class`` for ``config`` in ``out`` with seeded random weights (the same seed,
+    the same bytes), in bfloat16 like the real checkpoints (vLLM on CPU downcasts float32 anyway, one warning
+    per weight). The config ends at ``eos[0]`` and pads with ``pad``; generation stops at any of ``eos``.
+    With ``favour`` (the model's tokenizer) greedy text stays printable (:func:`favour_printable`)."""
+    import torch
+    import transformers
+
+    config.eos_token_id = eos[0]
+    config.pad_token_id = pad
+    # Seeded CPU generator: the same seed gives bit-identical weights.
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_class)(config).eval()
+    if favour is not None:
+        favour_printable(model, favour)
+    model = model.to(torch.bfloat16)
+    model.generation_config = transformers.GenerationConfig(
+        **({} if bos is None else {"bos_token_id": bos}), eos_token_id=eos, pad_token_id=pad)
+    model.save_pretrained(out, safe_serialization=True)
+
+
+def favour_printable(model: Any, tokenizer: Any) -> None:
+    """Shrink the output-head rows of every special token and every token that is not printable ASCII.
 
     With random weights greedy decoding would otherwise emit stray UTF-8
     fragments and, now and then, <|im_end|>. Damped rows keep greedy text
@@ -342,15 +394,21 @@ def _favour_printable(model: Any, tokenizer: Any) -> None:
     """
     import torch
 
-    damped = [
-        i
-        for i in range(VOCAB_SIZE)
-        if not all(32 <= b < 127 for b in tokenizer.decode([i]).encode("utf-8", "replace"))
-        or i in tokenizer.all_special_ids
-        or tokenizer.convert_ids_to_tokens(i) in SPECIAL_TOKENS
-    ]
+    specials = set(tokenizer.get_added_vocab().values())
+    damped = [i for i in range(VOCAB_SIZE)
+              if i in specials or not all(32 <= b < 127 for b in tokenizer.decode([i]).encode("utf-8", "replace"))]
     with torch.no_grad():
-        model.lm_head.weight[damped] *= 0.05
+        model.get_output_embeddings().weight[damped] *= 0.05
+
+
+def rename_weights(out: Path, old: str, new: str) -> None:
+    """Rewrite weight names starting with ``old`` to start with ``new`` in ``out``'s safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    path = out / "model.safetensors"
+    weights = load_file(path)
+    save_file({(new + k[len(old):]) if k.startswith(old) else k: v for k, v in weights.items()}, path,
+              metadata={"format": "pt"})
 
 
 def _processor(arch: _Arch, tokenizer: Any) -> Any:
@@ -367,7 +425,7 @@ def _processor(arch: _Arch, tokenizer: Any) -> Any:
     video_processor = getattr(transformers, arch.video_processor_class)(
         size=video_size, cap_pixels_per_frame=False, **common
     )
-    return getattr(transformers, arch.processor_class)(
+    return getattr(transformers, f"{arch.prefix}Processor")(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
@@ -375,12 +433,12 @@ def _processor(arch: _Arch, tokenizer: Any) -> Any:
     )
 
 
-def _write_real_processor(name: str, tokenizer: Any, out: Path) -> None:
-    """The real checkpoint's layout: tokenizer files, the chat template, its processor JSON files
-    (no processor_config.json, so transformers reads each processor from its own file)."""
+def write_real_processor(out: Path, tokenizer: Any, chat_template: str, files: Mapping[str, Any]) -> None:
+    """The real checkpoint's layout: tokenizer files, the chat template, its processor JSON ``files`` (name ->
+    document; no processor_config.json, so transformers reads each processor from its own file)."""
     tokenizer.save_pretrained(out)
-    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
-    for file_name, doc in REAL_MEDIA[name].items():
+    (out / "chat_template.jinja").write_text(chat_template)
+    for file_name, doc in files.items():
         (out / file_name).write_text(json.dumps(doc, indent=2) + "\n")
 
 
@@ -390,9 +448,10 @@ def build_tokenizer() -> Any:
 
 
 def byte_level_tokenizer(vocab_size: int, special_tokens: Sequence[str], max_positions: int, chat_template: str,
-                         extra_special_tokens: dict[str, str] | None = None) -> Any:
+                         extra_special_tokens: dict[str, str] | None = None, *, eos: str = "<|im_end|>",
+                         pad: str = "<|endoftext|>") -> Any:
     """The tiny models' tokenizer: byte-level BPE over the 256 bytes, deterministic merges up to
-    ``vocab_size`` minus the specials, ``special_tokens`` on top (Qwen's eos/pad spelling)."""
+    ``vocab_size`` minus the specials, ``special_tokens`` on top (by default Qwen's eos/pad spelling)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -416,16 +475,9 @@ def byte_level_tokenizer(vocab_size: int, special_tokens: Sequence[str], max_pos
     if backend.get_vocab_size() != vocab_size:
         raise RuntimeError(f"tokenizer has {backend.get_vocab_size()} ids, expected {vocab_size}")
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        bos_token=None,
-        model_max_length=max_positions,
-        clean_up_tokenization_spaces=False,
-        split_special_tokens=False,
-        chat_template=chat_template,
-        **({"extra_special_tokens": extra_special_tokens} if extra_special_tokens else {}),
+        tokenizer_object=backend, eos_token=eos, pad_token=pad, unk_token=None, bos_token=None,
+        model_max_length=max_positions, clean_up_tokenization_spaces=False, split_special_tokens=False,
+        chat_template=chat_template, **({"extra_special_tokens": extra_special_tokens} if extra_special_tokens else {}),
     )
 
 
