@@ -2,6 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# `make test` runs the suite in this many processes (pytest-xdist; 0: one process), each module whole in
+# one of them; each process starts its own session stack (tritonserver + shim) when it first needs one.
+PYTEST_WORKERS ?= 2
 
 TINY := .tiny/qwen2_vl
 
@@ -18,7 +21,7 @@ tiny-model: setup
 
 ## Set up (if needed) and run the whole test suite: unit, then end-to-end on a real tritonserver.
 test: setup
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -ra -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest -ra tests/unit $(PYTEST_ARGS)

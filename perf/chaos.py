@@ -54,7 +54,7 @@ from perf.results import replace_section  # noqa: E402
 from perf.shim_traced import rollup  # noqa: E402
 from tests.videos import ClipSpec, make_frame, make_video  # noqa: E402
 from video_pipeline.cache import SERVER_DIR_PREFIX  # noqa: E402
-from video_pipeline.launch import free_port, session_members  # noqa: E402
+from video_pipeline.launch import free_port, group_members  # noqa: E402
 
 logger = logging.getLogger("chaos")
 MODEL = "tiny-qwen2-vl"
@@ -399,7 +399,7 @@ def case_kill_shim_mid_upload(shim: Shim, report: Report, clip: bytes, size_mb: 
         earlier[r.json()["id"]] = sha(body)
     before = {f["id"] for f in client.get("/v1/files").json()["data"]}
     big = padded(clip, size_mb * 1024 * 1024)
-    triton_sid = shim.tritonserver().pid  # tritonserver leads a session of its own (its stubs, vLLM's EngineCore)
+    triton_pgid = shim.tritonserver().pid  # tritonserver leads a process group of its own (its stubs, vLLM's EngineCore)
     try:
         upload(client, CutOff(big, shim.kill), name="big.mp4")
         cut = "the upload answered before the kill"
@@ -408,12 +408,12 @@ def case_kill_shim_mid_upload(shim: Shim, report: Report, clip: bytes, size_mb: 
     staged = list((shim.files_dir / "tmp").glob("*")) if (shim.files_dir / "tmp").is_dir() else []
     # tritonserver gets SIGTERM (PDEATHSIG) and exits within its --exit-timeout-secs (20): its session should end.
     with contextlib.suppress(TimeoutError):
-        until(lambda: not session_members(triton_sid), 30, "tritonserver's session to end", every_s=0.5)
+        until(lambda: not group_members(triton_pgid), 30, "tritonserver's process group to end", every_s=0.5)
     orphans = []
-    for pid in session_members(triton_sid):
+    for pid in group_members(triton_pgid):
         with contextlib.suppress(psutil.Error):
             orphans.append(f"{pid} {psutil.Process(pid).name()}")
-    for pid in session_members(triton_sid):  # reaped here, else they hold memory for the rest of the run
+    for pid in group_members(triton_pgid):  # reaped here, else they hold memory for the rest of the run
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     restart_s = shim.start()

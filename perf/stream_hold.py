@@ -10,6 +10,13 @@ put into the sink's outbox, taken by the sender, ``ResponseSender.send`` returne
 each on its own gRPC stream (as the shim does). Per streamed request it prints, in ms after the request was sent:
 the stub's first put / first send returned, the client's first and last response. ``--mode direct`` sends from
 the engine's thread instead of the adapter's response thread. Start it only under the e2e lock.
+
+Found with it (2026-12-04, 2 CPUs, kernel 6.18): the stub's sends returned within 1-20 ms, yet the client
+got nothing for up to 7 s, and ``--probe`` (a process sleeping 1 ms in a loop) stalled just as long, up to
+39 s when pinned to the vLLM Worker's CPU. With ``/proc/sys/kernel/sched_autogroup_enabled`` 0 no stall
+and no held stream (5 of 5, largest lag 6 ms); with it 1 and tritonserver in a session of its own (an
+autogroup of its own), held 3 of 5. video_pipeline.launch now starts tritonserver in its own process group
+within the launcher's session, and this script, starting it that way, sees no held stream.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -318,6 +326,8 @@ def main() -> None:
     parser.add_argument("--client", choices=("grpc-new", "grpc-shared", "aio", "shim", "http"), default="grpc-new")
     parser.add_argument("--strace", action="store_true",
                         help="strace tritonserver's socket writes and polls into the folder (strace.txt)")
+    parser.add_argument("--perf", action="store_true",
+                        help="perf record socket syscalls and scheduler switches of the whole machine (perf.data)")
     parser.add_argument("--probe", action="store_true",
                         help="a separate process sleeping 1 ms in a loop logs its late wake-ups (probe.txt)")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for tritonserver (repeatable)")
@@ -334,7 +344,7 @@ def main() -> None:
     server = TritonServer(repo, ["llm"], log_path=folder / "tritonserver.log", ready_timeout_s=600,
                           env={"SH_TRACE": str(trace), "SH_MODE": ns.mode,
                                **dict(e.split("=", 1) for e in ns.env)})
-    print(f"folder {folder} mode {ns.mode} client {ns.client}", flush=True)
+    print(f"folder {folder} mode {ns.mode} client {ns.client} pid {os.getpid()}", flush=True)
     server.start()
     shim = tracer = probe = None
     held = 0
@@ -342,6 +352,13 @@ def main() -> None:
         if ns.strace:
             tracer = subprocess.Popen(["strace", "-f", "-tt", "-e", "trace=sendmsg,write,writev,epoll_wait,epoll_pwait",
                                        "-o", str(folder / "strace.txt"), "-p", str(server.proc.pid)],
+                                      stderr=subprocess.DEVNULL)
+            time.sleep(2)
+        if ns.perf:
+            events = ",".join(f"syscalls:sys_{w}_{c}" for c in ("sendmsg", "recvmsg", "epoll_wait", "epoll_pwait")
+                              for w in ("enter", "exit")) + ",sched:sched_switch,sched:sched_wakeup"
+            tracer = subprocess.Popen(["perf", "record", "-a", "-k", "CLOCK_REALTIME", "-e", events,
+                                       "-o", str(folder / "perf.data")], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
             time.sleep(2)
         if ns.probe:
@@ -388,7 +405,7 @@ def main() -> None:
         if probe is not None:
             probe.terminate()
         if tracer is not None:
-            tracer.terminate()
+            tracer.send_signal(signal.SIGINT)
             tracer.wait(30)
         if shim is not None:
             shim.terminate()

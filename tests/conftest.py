@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.built_once import built_once, start_run
 from tests.servers import serving
 from tests.stores import PostgresCluster, S3Server
 
@@ -22,6 +23,7 @@ ALL_MODELS = ["video_decoder", "video_preprocessor", "video_media", "llm", "vide
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    start_run()  # before pytest-xdist starts its workers: they share this run's tiny models
     # Keep thread pools from oversubscribing the 2-core CI machine, and every cache in the repo.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("VLLM_CACHE_ROOT", str(ROOT / ".cache" / "vllm"))
@@ -31,16 +33,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Tests that break the shared server (an engine killed on purpose) run after all the others.
+    # Tests that break the shared server (an engine killed on purpose) run after all the others. `make test`
+    # runs the suite in two processes (pytest-xdist, --dist loadscope: each module whole in one of them, in
+    # collection order), so the destructive module is also the last handed out: each process starts its
+    # own session stack when it first needs one, and nothing runs on a stack after it was broken.
     items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)
 
 
 def build_tiny_model(arch: str = "qwen2_vl", out: Path = TINY_MODEL) -> Path:
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--arch", arch, "--out", str(out)],
+    """The tiny ``arch`` model in ``out``, built once in this test run."""
+    return built_once(out, lambda folder: subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--arch", arch, "--out", str(folder)],
         check=True,
-    )
-    return out
+    ))
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +56,8 @@ def tiny_model() -> Path:
 @pytest.fixture(scope="session")
 def tiny_wan() -> Path:
     """The tiny random-weight Wan pipeline (diffusers), built offline in seconds."""
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_wan.py"), "--out", str(TINY_WAN)], check=True)
-    return TINY_WAN
+    return built_once(TINY_WAN, lambda folder: subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_tiny_wan.py"), "--out", str(folder)], check=True))
 
 
 @pytest.fixture(scope="session")
@@ -212,3 +217,4 @@ def s3_server() -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+

@@ -7,8 +7,12 @@ constants below, never through string literals.
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import asdict, dataclass, fields
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import Field, asdict, dataclass, field, fields, replace
+from typing import Any, Self
 
 # --- tensor names -----------------------------------------------------------
 # Media tensors carry N >= 0 videos "packed" (video_pipeline.media.packing): frames of all
@@ -20,6 +24,8 @@ FRAME_LIST = "frame_list"  # video_options key: true when that "video" element i
 # own stills (JPEG/PNG/WebP) in order, each as a 4-byte little-endian length then its bytes (Triton's BYTES
 # serialisation; video_pipeline.media.frame_list). Sampled by the request's fps (default 1), num_frames,
 # start/end, never by the decoder's defaults; sized by video_preprocessor like any video.
+MEDIA_PATH = "path"  # video_options key: the video's file under video_decoder's media_root (its "video" element
+# empty): config parameter media_root, or env VLT_DECODER_MEDIA_ROOT when that is empty; neither: paths refused
 MEDIA_UUID = "uuid"  # video_options key and llm `messages` image-part key: the client's media uuid as the
 # shim namespaces it ("<tenant tag>:<uuid>"). video_decoder records it as an alias of the video's content;
 # an empty "video" element with a uuid is served from the cache (InvalidInput when nothing is cached).
@@ -275,3 +281,197 @@ def config_parameters(config_text: str) -> dict[str, str]:
     from video_pipeline import model_config
 
     return model_config.parameters(model_config.parse(config_text))
+
+
+# --- JSON payloads -----------------------------------------------------------------------------------------
+# The JSON objects in video_options, video_metadata and video_info, one frozen dataclass each: a field's name is
+# its JSON key, written nowhere else (tests/unit/test_contract.py scans the code for keys spelled outside this
+# module), and to_dict / from_dict are the one serializer pair. None is "absent": to_dict leaves it out and
+# from_dict reads a missing key as None, so a partial document (a test's, an older model's, a client's calling
+# llm directly) reads as it is, and a payload with only some fields set is that part of a document:
+# {**doc, **VideoMetadata(num_frames=8).to_dict()} sets one key. Values stay as the JSON gave them; the code
+# that uses one checks it (media.options.VideoOptions checks and coerces the sampling options).
+
+_DEFAULTABLE = {"defaultable": True}  # VideoOptionsDoc: config.pbtxt "default_<key>" may set its default
+_WHERE = {"where": True}  # VideoOptionsDoc: where the video is or what its bytes are, not how to sample it
+_VLLM = {"vllm": True}  # VideoInfo: a key vLLM's Qwen-VL processors read from a pre-sampled video's metadata
+_DECODER = {"decoder": True}  # SamplingPlan: the decoder's part, every key present (null: does not apply)
+
+
+class _Payload:
+    """A JSON object as a frozen dataclass: the base of the payloads below."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: every field that is not None, under its own name, in field order."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)  # type: ignore[arg-type]
+                if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The payload of a JSON object; keys it does not know are skipped, missing ones are None."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a {cls.__name__} is a JSON object, not {type(data).__name__}")
+        kwargs: dict[str, Any] = {}
+        for name, nested in _fields_of(cls).items():
+            value = data.get(name)
+            if nested is not None:  # a payload inside: parsed too (anything but an object reads as absent)
+                value = nested.from_dict(value) if isinstance(value, Mapping) else None
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Its JSON keys, in field order."""
+        return _keys(cls)
+
+
+def _keys(cls: type, mark: Mapping[str, bool] | None = None) -> tuple[str, ...]:
+    """The JSON keys of a payload class, only those whose field carries ``mark`` when given."""
+    return tuple(f.name for f in fields(cls) if mark is None or _marked(f, mark))
+
+
+def _marked(f: Field[Any], mark: Mapping[str, bool]) -> bool:
+    return all(f.metadata.get(k) == v for k, v in mark.items())
+
+
+def _plain(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, _Payload) else value
+
+
+@functools.cache
+def _fields_of(cls: type) -> dict[str, type[_Payload] | None]:
+    """Each field of a payload class, with the payload class it holds (None: a plain JSON value)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, type[_Payload] | None] = {}
+    for f in fields(cls):
+        inner = [t for t in typing.get_args(hints[f.name]) if isinstance(t, type) and issubclass(t, _Payload)]
+        out[f.name] = inner[0] if inner else None
+    return out
+
+
+def refuse_unknown(data: Mapping[Any, Any], known: Iterable[str], what: str = "video option") -> None:
+    """InvalidInput naming the keys of ``data`` that are not ``known`` (and the known ones), if any."""
+    known = sorted(known)
+    unknown = sorted(str(k) for k in set(data) - set(known))
+    if unknown:
+        from video_pipeline.errors import InvalidInput  # errors imports this module
+
+        raise InvalidInput(f"unknown {what}(s): {', '.join(unknown)}; known: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class VideoOptionsDoc(_Payload):
+    """One video_options element as a client sends it: None is "not given", so the media models' defaults
+    apply (an operator's config.pbtxt default_<key>, the served model's frame cap). Unknown keys are refused.
+    media.options.VideoOptions is the same sampling options resolved: checked, defaults filled in."""
+
+    num_frames: int | None = None  # exactly this many frames (with fps: at most this many)
+    fps: float | None = field(default=None, metadata=_DEFAULTABLE)  # one frame every 1/fps s
+    max_frames: int | None = field(default=None, metadata=_DEFAULTABLE)  # cap of fps sampling
+    start: float | None = None  # the window sampled, seconds: [start, end)
+    end: float | None = None
+    mode: str | None = None  # exact | keyframe
+    keyframe_tolerance: float | None = None  # keyframe mode: how far (s) a keyframe may stand in
+    min_pixels: int | None = field(default=None, metadata=_DEFAULTABLE)  # the pixel budget, as the model reads it
+    max_pixels: int | None = field(default=None, metadata=_DEFAULTABLE)
+    patch_factor: int | None = None  # must equal the served model's patch size x merge when given
+    resize: bool | None = None  # false: the decoder keeps the native size
+    path: str | None = field(default=None, metadata=_WHERE)  # MEDIA_PATH
+    frame_list: bool | None = field(default=None, metadata=_WHERE)  # FRAME_LIST
+    uuid: str | None = field(default=None, metadata=_WHERE)  # MEDIA_UUID
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """A client's options document; InvalidInput for anything but an object, or a key it does not know."""
+        if not isinstance(data, Mapping):
+            from video_pipeline.errors import InvalidInput  # errors imports this module
+
+            raise InvalidInput(f"video options must be a JSON object, got {type(data).__name__}")
+        refuse_unknown(data, cls.keys())
+        return super().from_dict(data)
+
+    @classmethod
+    def defaultable(cls) -> tuple[str, ...]:
+        """The options whose default an operator may set (video_decoder's, video_preprocessor's
+        config.pbtxt parameter ``default_<key>``)."""
+        return _keys(cls, _DEFAULTABLE)
+
+    def sampling(self) -> VideoOptionsDoc:
+        """Only how to sample and size the video (no path, frame_list or uuid)."""
+        return replace(self, **dict.fromkeys(_keys(type(self), _WHERE)))
+
+
+@dataclass(frozen=True)
+class SamplingPlan(_Payload):
+    """How a video's frames were chosen and sized, defaults filled in: the "sampling" of video_metadata (the
+    decoder's part, media.sampling.sampling_plan) and of video_info (the preprocessor adds its pixel budget)."""
+
+    rule: str | None = field(default=None, metadata=_DECODER)  # num_frames | fps
+    fps: float | None = field(default=None, metadata=_DECODER)  # the rate in force (null: the num_frames rule)
+    num_frames: int | None = field(default=None, metadata=_DECODER)  # as asked
+    max_frames: int | None = field(default=None, metadata=_DECODER)  # the cap in force (fps rule)
+    capped_by: str | None = field(default=None, metadata=_DECODER)  # num_frames | max_frames | frames | null
+    start: float | None = field(default=None, metadata=_DECODER)
+    end: float | None = field(default=None, metadata=_DECODER)
+    mode: str | None = field(default=None, metadata=_DECODER)  # exact | keyframe
+    min_pixels: int | None = None  # the pixel budget that applied, the model's bounds filled in
+    max_pixels: int | None = None
+    pixel_budget: str | None = None  # per frame | all frames together | fixed size
+    patch_factor: int | None = None  # the served model's patch size x merge
+
+    def to_dict(self) -> dict[str, Any]:
+        """Once the decoder planned (``rule`` set) every key of its part, nulls included; the rest when set."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None or (self.rule is not None and _marked(f, _DECODER))}
+
+
+@dataclass(frozen=True)
+class VideoMetadata(_Payload):
+    """One video_metadata element: what video_decoder found in a video and took from it."""
+
+    video_backend: str | None = None  # pyav | nvdec | jpeg_sequence (a frame list)
+    container: str | None = None  # FFmpeg's demuxer name
+    codec: str | None = None
+    width: int | None = None  # display size of the source (its rotation applied)
+    height: int | None = None
+    rotation: int | None = None  # clockwise degrees the coded frames were turned
+    fps: float | None = None  # of the source
+    duration: float | None = None  # seconds
+    total_num_frames: int | None = None  # of the source
+    frames_indices: list[int] | None = None  # each sampled frame's index in the source
+    output_width: int | None = None  # size of the video's frames in `frames`
+    output_height: int | None = None
+    mode: str | None = None  # exact | keyframe
+    keyframe_snapped: list[bool] | None = None  # per frame: a keyframe (or a frame near one) stood in
+    indexed: str | None = None  # whole | window: how much of the stream was indexed
+    sampling: SamplingPlan | None = None
+    cache: str | None = None  # hit | miss | off: whether the decoder's media cache served it
+    cache_key: str | None = None  # that cache's key (bytes and every option); vLLM's uuid derives from it
+    num_frames: int | None = None  # the video's frames in `frames` (packed)
+
+
+@dataclass(frozen=True)
+class VideoInfo(_Payload):
+    """One video_info element: a video as the engine takes it, in the shape vLLM's Qwen-VL processors read
+    (the _VLLM keys, engines.types.VideoInput.as_vllm), and its sampling plan for clients (video_plan)."""
+
+    fps: float | None = field(default=None, metadata=_VLLM)  # of the source
+    duration: float | None = field(default=None, metadata=_VLLM)
+    total_num_frames: int | None = field(default=None, metadata=_VLLM)
+    frames_indices: list[int] | None = field(default=None, metadata=_VLLM)
+    video_backend: str | None = field(default=None, metadata=_VLLM)
+    do_sample_frames: bool | None = field(default=None, metadata=_VLLM)  # false: already sampled
+    timestamps: list[float] | None = None  # each frame's true time, seconds from the first frame
+    width: int | None = None  # size of the video's frames in `video_frames`
+    height: int | None = None
+    num_frames: int | None = None
+    num_video_tokens: int | None = None  # prompt tokens the video costs
+    sampling: SamplingPlan | None = None
+    cache: str | None = None  # hit | miss | off
+    uuid: str | None = None  # vLLM's multi_modal_uuid of these frames
+    audio: Mapping[str, Any] | None = None  # AUDIO_SPAN: media.audio's span of the video's own track
+
+    @classmethod
+    def vllm_keys(cls) -> tuple[str, ...]:
+        """The keys vLLM's processors read from a pre-sampled video's metadata (all that reach the engine)."""
+        return _keys(cls, _VLLM)

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -202,7 +203,23 @@ def find_triton() -> TritonInstall:
     raise LaunchError("tritonserver not found: install nvidia-pytriton (scripts/setup.sh) or use NVIDIA's image")
 
 
+#: Where :func:`free_port` looks: below Linux's ephemeral range (``ip_local_port_range``, 32768-60999 by
+#: default), so that no outgoing connection takes a server's port while it is down, e.g. between a killed
+#: tritonserver and its restart on the same ports.
+FREE_PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
+    """A loopback TCP port nothing listens on now, picked at random in :data:`FREE_PORT_RANGE` (the kernel's
+    own choice, from the ephemeral range, if none is free there after a few tries)."""
+    for _ in range(64):
+        port = random.randint(*FREE_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -222,9 +239,9 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
 # --- processes ---------------------------------------------------------------------------------------
 
 
-def session_members(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (a process started with ``start_new_session`` leads one, and its
-    children stay in it even if they make process groups of their own); zombies are not counted."""
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (tritonserver leads its own; the Python stubs and vLLM's
+    EngineCore and Worker stay in it, also once tritonserver is gone); zombies are not counted."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -234,23 +251,23 @@ def session_members(sid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        # comm may hold spaces and parentheses: the fields after the last ')' are fixed.
+        # comm may hold spaces and parentheses: the fields after the last ')' are fixed (state ppid pgrp ...).
         fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
             out.append(int(entry))
     return out
 
 
-def kill_session(sid: int, timeout_s: float = 10.0) -> list[int]:
-    """SIGKILL every process of session ``sid`` (its group and any group its members made) and wait until none
-    is left; returns the pids that were killed. The Python stubs ignore SIGTERM and vLLM's EngineCore and
+def kill_group(pgid: int, timeout_s: float = 10.0) -> list[int]:
+    """SIGKILL every process of process group ``pgid`` and wait until none is left; returns the pids that
+    were killed. The Python stubs ignore SIGTERM and vLLM's EngineCore and
     Worker outlive a killed tritonserver: this is what keeps them from becoming orphans."""
     killed: list[int] = []
     deadline = time.monotonic() + timeout_s
     while True:
         with _suppress_lookup():
-            os.killpg(sid, signal.SIGKILL)
-        members = session_members(sid)
+            os.killpg(pgid, signal.SIGKILL)
+        members = group_members(pgid)
         if not members:
             return killed
         for pid in members:
@@ -259,7 +276,7 @@ def kill_session(sid: int, timeout_s: float = 10.0) -> list[int]:
             if pid not in killed:
                 killed.append(pid)
         if time.monotonic() > deadline:
-            logger.error("processes %s of tritonserver's session %d survived SIGKILL", members, sid)
+            logger.error("processes %s of tritonserver's process group %d survived SIGKILL", members, pgid)
             return killed
         time.sleep(0.05)
 
@@ -373,7 +390,11 @@ class TritonServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its lifetime; restarts append
         self.proc = subprocess.Popen(
             self.command(install), stdout=log, stderr=subprocess.STDOUT, env={**server_env(install), **self.env},
-            start_new_session=True, preexec_fn=_PDEATHSIG if self.die_with_parent else None,
+            # Its own process group (every stub and engine process stays in it: stop() reaps them all), in the
+            # launcher's session: a session of its own is an autogroup of its own to the kernel's scheduler,
+            # and across autogroups Linux starved the launcher's threads (the shim) for seconds while the
+            # engine generated, holding streamed tokens back (issue 20.3).
+            process_group=0, preexec_fn=_PDEATHSIG if self.die_with_parent else None,
         )
         log.close()
         try:
@@ -443,7 +464,7 @@ class TritonServer:
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 40.0) -> None:
-        """SIGTERM tritonserver, wait, then SIGKILL whatever is left of its session (stubs, engine workers),
+        """SIGTERM tritonserver, wait, then SIGKILL whatever is left of its process group (stubs, engine workers),
         also when it is already dead (killed): its children outlive it otherwise."""
         proc = self.proc
         if proc is None:
@@ -454,8 +475,8 @@ class TritonServer:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 logger.warning("tritonserver did not exit in %.0f s; killing its process group", timeout_s)
-        # start_new_session: the server's pid is its session and group id, still usable once it has gone.
-        left = kill_session(proc.pid)
+        # process_group=0: the server's pid is its group id, still usable once it has gone.
+        left = kill_group(proc.pid)
         if left:
             logger.info("killed %d process(es) left by tritonserver (pid %d): %s", len(left), proc.pid, left)
         proc.wait()
@@ -471,7 +492,7 @@ class TritonServer:
 
 
 class Supervisor:
-    """Keeps a :class:`TritonServer` running: when it exits on its own (killed, crashed) its whole session is
+    """Keeps a :class:`TritonServer` running: when it exits on its own (killed, crashed) its whole process group is
     reaped (stubs, vLLM's EngineCore and Worker) and it is started again on the same ports, after
     1, 2, 4 ... 30 s (:data:`RESTART_BACKOFF_S`; back to 1 s once a server has stayed up a minute).
 
@@ -508,7 +529,7 @@ class Supervisor:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
-        """Stops supervising, then stops the server (SIGTERM, then its whole session)."""
+        """Stops supervising, then stops the server (SIGTERM, then its whole process group)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)

@@ -36,6 +36,7 @@ import numpy as np
 
 from video_pipeline import contract as C
 from video_pipeline import tokenizing
+from video_pipeline.contract import SamplingPlan, VideoInfo
 from video_pipeline.engines.sampling import parse_sampling
 from video_pipeline.engines.tools import ToolCallParser, tool_calling_of
 from video_pipeline.engines.types import (
@@ -204,8 +205,9 @@ def videos_of(frames: np.ndarray | None, infos: list[Any]) -> list[VideoInput]:
     if frames is None:
         raise InvalidInput(f"'{C.VIDEO_INFO}' given without '{C.VIDEO_FRAMES}'")
     try:
-        shapes = [(int(i["num_frames"]), int(i["height"]), int(i["width"])) for i in infos]
-    except (KeyError, TypeError, ValueError):
+        docs = [VideoInfo.from_dict(i) for i in infos]
+        shapes = [(int(d.num_frames), int(d.height), int(d.width)) for d in docs]  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         raise InvalidInput(f"each {C.VIDEO_INFO} needs num_frames, height and width") from None
     return [VideoInput(frames=np.ascontiguousarray(clip), metadata=info)
             for info, clip in zip(infos, unpack(frames, shapes), strict=True)]
@@ -228,10 +230,9 @@ def audio_in_video_of(messages: Any) -> list[bool]:
 
 def video_window(info: dict[str, Any]) -> tuple[float, float | None]:
     """(start, end) seconds of the window a video's frames were sampled from (its video_info)."""
-    sampling = info.get("sampling") if isinstance(info.get("sampling"), dict) else {}
-    start = sampling.get("start")
-    end = sampling.get("end")
-    duration = info.get("duration")
+    doc = VideoInfo.from_dict(info)
+    sampling = doc.sampling or SamplingPlan()
+    start, end, duration = sampling.start, sampling.end, doc.duration
     if end is None and isinstance(duration, (int, float)) and duration > 0:
         end = float(duration)
     return float(start or 0.0), None if end is None else float(end)
@@ -282,7 +283,7 @@ def add_video_audio(videos: list[VideoInput], infos: list[dict[str, Any]], eleme
                                 what=f"video {i}")
         except PipelineError as exc:
             raise exc.at("video", i) from None
-        info[C.AUDIO_SPAN] = clip.span()
+        info.update(VideoInfo(audio=clip.span()).to_dict())
         out.append(dataclasses.replace(video, audio=AudioInput(clip.samples, clip.sampling_rate)))
     return out
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from video_pipeline import contract as C
 from video_pipeline.cache import CacheObserver, Entry, MediaCache, cache_key, content_hash, default_root
+from video_pipeline.contract import VideoMetadata, VideoOptionsDoc
 from video_pipeline.errors import InvalidInput, MediaTooLarge, PipelineError
 from video_pipeline.media.decode import DecodedVideo, decode_video
 from video_pipeline.media.frame_list import decode_frame_list
@@ -44,7 +45,7 @@ Outputs = dict[str, np.ndarray]
 
 # Per-request defaults an operator may set (config.pbtxt "default_<key>"); the pixel budget's
 # defaults are otherwise the served model's own bounds.
-_DEFAULTABLE = ("fps", "max_frames", "min_pixels", "max_pixels")
+_DEFAULTABLE = VideoOptionsDoc.defaultable()
 # Where the served model is: its folder, or the llm model's model.json (relative paths: from this
 # model's folder). Its processor files decide frame sizes and token counts (MediaSettings); config
 # parameters named like a MediaSettings field override what the folder says (and are logged).
@@ -56,9 +57,9 @@ _TRITON_KEYS = {"EXECUTION_ENV_PATH"}
 _CACHE_KEYS = ("cache_max_bytes", "cache_dir")
 # Limits that only bound effort, never change what a decode returns: left out of cache keys.
 _EFFORT_ONLY = ("decode_timeout_s", "threads")
-# A video given by path instead of bytes: video_options' "path", read under the decoder's media_root
+# A video given by path instead of bytes (contract.MEDIA_PATH), read under the decoder's media_root
 # (config parameter, or this environment variable when the parameter is empty; neither: paths refused).
-PATH_KEY = "path"
+PATH_KEY = C.MEDIA_PATH
 MEDIA_ROOT_ENV = "VLT_DECODER_MEDIA_ROOT"
 # The Files API's content-addressed blobs (openai_frontend.files.store): blobs/ab/<62 more hex digits>.
 _BLOB = re.compile(r"(?:^|/)blobs/([0-9a-f]{2})/([0-9a-f]{62})$")
@@ -156,11 +157,12 @@ def video_options(
             doc = {}
         if not isinstance(doc, dict):
             raise InvalidInput(f"{C.VIDEO_OPTIONS} must be JSON objects")
-        # where the video is and what kind of bytes it is, not how to sample it
-        doc = {k: v for k, v in doc.items() if k not in (PATH_KEY, C.FRAME_LIST, C.MEDIA_UUID)}
+        # how to sample it, not where the video is or what kind of bytes it is
+        sampling = VideoOptionsDoc.from_dict(doc).sampling()
         media = media or MediaSettings()
         # The model's processor's frame cap is the default cap (an operator's default_max_frames wins).
-        opts = VideoOptions.from_dict({"max_frames": media.max_frames, **defaults, **doc})
+        model_default = VideoOptionsDoc(max_frames=media.max_frames)
+        opts = VideoOptions.from_dict({**model_default.to_dict(), **defaults, **sampling.to_dict()})
         check_request_media(opts, media)
         out.append(opts)
     return out
@@ -222,11 +224,7 @@ class DecoderStep:
                 decoded.append(self._decode(data, opts, uuids[i]))
             except PipelineError as exc:  # about this video; its number named when there are several
                 raise exc.at("video", i if len(videos) > 1 else None) from None
-        metadata = []
-        for d in decoded:
-            meta = dict(d.metadata)
-            meta["num_frames"] = int(d.frames.shape[0])
-            metadata.append(meta)
+        metadata = [{**d.metadata, **VideoMetadata(num_frames=int(d.frames.shape[0])).to_dict()} for d in decoded]
         return {
             C.FRAMES: pack([d.frames for d in decoded]),
             C.TIMESTAMPS: np.concatenate([d.timestamps for d in decoded]) if decoded else np.zeros(0),
@@ -267,13 +265,7 @@ class DecoderStep:
             return Entry({"frames": video.frames, "timestamps": video.timestamps,
                           "frame_indices": video.frame_indices}, video.metadata)
 
-        entry, status = self.cache.get_or_compute(key, compute)
-        return DecodedVideo(
-            frames=np.asarray(entry.arrays["frames"]),
-            timestamps=np.asarray(entry.arrays["timestamps"]),
-            frame_indices=np.asarray(entry.arrays["frame_indices"]),
-            metadata={**entry.meta, "cache": status, "cache_key": key},
-        )
+        return _from_cache(key, *self.cache.get_or_compute(key, compute))
 
     def _cached(self, uuid: str, opts: VideoOptions) -> DecodedVideo:
         """A video named by its uuid alone (vLLM's cache-hit shape): the entry of the content the
@@ -292,35 +284,45 @@ class DecoderStep:
             raise InvalidInput(f"uuid {shown!r}: its media is not cached with these options (or was evicted); "
                                "send the media with the uuid")
 
-        entry, status = self.cache.get_or_compute(key, missing)
-        return DecodedVideo(
-            frames=np.asarray(entry.arrays["frames"]),
-            timestamps=np.asarray(entry.arrays["timestamps"]),
-            frame_indices=np.asarray(entry.arrays["frame_indices"]),
-            metadata={**entry.meta, "cache": status, "cache_key": key},
-        )
+        return _from_cache(key, *self.cache.get_or_compute(key, missing))
 
     def close(self) -> None:
         """At model unload: the last decoder instance removes the per-server cache folder."""
         self.cache.close()
 
 
+def _from_cache(key: str, entry: Entry, status: str) -> DecodedVideo:
+    """A decoded video as the cache holds it, its metadata saying how the cache served it and under which key."""
+    return DecodedVideo(
+        frames=np.asarray(entry.arrays["frames"]),
+        timestamps=np.asarray(entry.arrays["timestamps"]),
+        frame_indices=np.asarray(entry.arrays["frame_indices"]),
+        metadata={**entry.meta, **VideoMetadata(cache=status, cache_key=key).to_dict()},
+    )
+
+
+def _docs(inputs: Inputs) -> list[VideoOptionsDoc | None]:
+    """Each video_options element as a document (None: not a JSON object; video_options refuses it)."""
+    return [VideoOptionsDoc.from_dict(doc) if isinstance(doc, dict) else None
+            for doc in parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)]
+
+
 def video_paths(inputs: Inputs, n: int) -> list[str | None]:
     """The ``path`` of each of ``n`` videos in its options (None: its bytes are in ``video``)."""
-    docs = parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)
+    docs = _docs(inputs)
     if len(docs) != n:  # a shared options document names no one video's file
         return [None] * n
-    return [doc.get(PATH_KEY) if isinstance(doc, dict) else None for doc in docs]
+    return [doc.path if doc is not None else None for doc in docs]
 
 
 def video_uuids(inputs: Inputs, n: int) -> list[str | None]:
     """The media uuid (contract.MEDIA_UUID) of each of ``n`` videos in its options, or None."""
-    docs = parse_json_list(inputs.get(C.VIDEO_OPTIONS), C.VIDEO_OPTIONS)
+    docs = _docs(inputs)
     if len(docs) != n:  # a shared options document names no one video
         return [None] * n
     out: list[str | None] = []
     for i, doc in enumerate(docs):
-        value = doc.get(C.MEDIA_UUID) if isinstance(doc, dict) else None
+        value = doc.uuid if doc is not None else None
         if value is not None and (not isinstance(value, str) or not value):
             raise InvalidInput(f"{C.MEDIA_UUID} must be a non-empty string", kind="video", index=i)
         out.append(value)
@@ -335,7 +337,7 @@ def frame_lists(inputs: Inputs, n: int) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = []
     for i in range(n):
         doc = docs[i] if len(docs) == n else (docs[0] if len(docs) == 1 else None)
-        flag = doc.get(C.FRAME_LIST) if isinstance(doc, dict) else None
+        flag = VideoOptionsDoc.from_dict(doc).frame_list if isinstance(doc, dict) else None
         if flag is not None and not isinstance(flag, bool):
             raise InvalidInput(f"{C.FRAME_LIST} must be true or false, got {flag!r}", kind="video", index=i)
         out.append(doc if flag else None)
@@ -358,14 +360,13 @@ def _file_hash(path: Path) -> str:
 def _canonical(opts: VideoOptions, media: MediaSettings) -> dict[str, Any]:
     """The options as a cache key sees them: every field, with the default sampling and pixel budget
     spelled out, so {} and {"fps": 2} (the same decode) share an entry and nothing that differs does."""
-    out = opts.to_dict()
-    out["min_pixels"], out["max_pixels"] = media.clamp_video_budget(opts.min_pixels, opts.max_pixels)
-    out["patch_factor"] = media.factor
-    if opts.num_frames is None and opts.fps is None:
-        out["fps"] = DEFAULT_FPS
-    if opts.mode != "keyframe":
-        out["keyframe_tolerance"] = None  # only keyframe mode reads it
-    return out
+    lo, hi = media.clamp_video_budget(opts.min_pixels, opts.max_pixels)
+    fps = DEFAULT_FPS if opts.num_frames is None and opts.fps is None else opts.fps
+    # only keyframe mode reads the tolerance: elsewhere it is the default, whatever was sent
+    tolerance = opts.keyframe_tolerance if opts.mode == "keyframe" else VideoOptions().keyframe_tolerance
+    canonical = VideoOptionsDoc(fps=fps, keyframe_tolerance=tolerance, min_pixels=lo, max_pixels=hi,
+                                patch_factor=media.factor)
+    return {**opts.to_dict(), **canonical.to_dict()}
 
 
 def _cache(params: dict[str, str], observer: CacheObserver | None) -> MediaCache:
@@ -387,10 +388,11 @@ def decoder_version() -> str:
     older decoder made."""
     import av
 
+    from video_pipeline import contract
     from video_pipeline.media import decode, model_media, options, resize, sampling
 
     digest = hashlib.sha256()
-    for module in (decode, sampling, options, resize, model_media):
+    for module in (decode, sampling, options, resize, model_media, contract):  # contract: the metadata's keys
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(json.dumps([av.__version__, av.library_versions], default=str).encode())
     return digest.hexdigest()[:16]
@@ -432,12 +434,13 @@ class PreprocessorStep:
         if frames is None or timestamps is None or indices is None:
             raise InvalidInput("frames, timestamps and frame_indices are required with video_metadata")
         shapes = []
-        for meta in metadata:
-            if not isinstance(meta, dict):
+        for doc in metadata:
+            if not isinstance(doc, dict):
                 raise InvalidInput("video_metadata elements must be JSON objects")
+            meta = VideoMetadata.from_dict(doc)
             try:
-                shapes.append((int(meta["num_frames"]), int(meta["output_height"]), int(meta["output_width"])))
-            except (KeyError, TypeError, ValueError):
+                shapes.append((int(meta.num_frames), int(meta.output_height), int(meta.output_width)))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
                 raise InvalidInput("video_metadata needs num_frames, output_height and output_width") from None
         counts = [s[0] for s in shapes]
         per_video = unpack(frames, shapes)

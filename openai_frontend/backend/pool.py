@@ -42,8 +42,8 @@ import numpy as np
 from openai_frontend.backend.base import Backend, Delta, LlmRequest, TokenizeRequest
 from openai_frontend.backend.triton import TritonBackend
 from video_pipeline import contract as C
+from video_pipeline.contract import VideoOptionsDoc
 from video_pipeline.errors import EngineUnavailable
-from video_pipeline.steps import PATH_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +91,12 @@ async def affinity_key(videos: Sequence[bytes], options: Sequence[Mapping[str, A
     which only the endpoint that cached it can serve), else ``sha256:<hex>`` of its bytes (of a blob
     sent by path: its name, the same sha256), ``path:<path>`` for another path; "" without media."""
     if videos:
-        doc = options[0] if options else {}
-        if doc.get(C.MEDIA_UUID):
-            return f"uuid:{doc[C.MEDIA_UUID]}"
-        if doc.get(PATH_KEY):
-            m = _BLOB.search(str(doc[PATH_KEY]))
-            return f"sha256:{m[1]}{m[2]}" if m else f"path:{doc[PATH_KEY]}"
+        doc = VideoOptionsDoc.from_dict(options[0] if options else {})
+        if doc.uuid:
+            return f"uuid:{doc.uuid}"
+        if doc.path:
+            m = _BLOB.search(str(doc.path))
+            return f"sha256:{m[1]}{m[2]}" if m else f"path:{doc.path}"
         data = videos[0]
     elif images:
         uuid = next((p.get(C.MEDIA_UUID) for p in _image_parts(messages)), None)

@@ -13,15 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from openai_frontend.media.urls import FrameList, StoredVideo
-from video_pipeline import contract as C
+from video_pipeline.contract import VideoOptionsDoc
 from video_pipeline.media import frame_list
-from video_pipeline.steps import PATH_KEY
 
 
 def wire_video(data: bytes | FrameList | StoredVideo, options: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """(``video`` element, ``video_options`` document) of one fetched video with its request options."""
     if isinstance(data, StoredVideo):
-        return b"", {**options, PATH_KEY: data.remote}
+        return b"", {**options, **VideoOptionsDoc(path=data.remote).to_dict()}
     if isinstance(data, FrameList):
-        return frame_list.encode(data.frames), {**options, C.FRAME_LIST: True}
+        return frame_list.encode(data.frames), {**options, **VideoOptionsDoc(frame_list=True).to_dict()}
     return bytes(data), dict(options)

@@ -24,12 +24,14 @@ its processor sizes them with the model's defaults.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from openai_frontend.errors import OpenAIError, bad_request
+from video_pipeline.contract import VideoOptionsDoc
 
-# media_io_kwargs.video keys -> video_options keys (ours keep their names).
-_IO_VIDEO_KEYS = {"num_frames": "num_frames", "fps": "fps", "max_frames": "max_frames"}
+# media_io_kwargs.video keys we apply: vLLM's names, which are the video_options keys too.
+_IO_VIDEO_KEYS = {"num_frames", "fps", "max_frames"}
 # vLLM's loader keys that describe how to decode, which our decoder decides itself.
 _IO_VIDEO_IGNORED = {"backend", "video_backend"}
 _PROC_VIDEO_KEYS = {"min_pixels", "max_pixels", "fps", "num_frames", "max_frames"}
@@ -62,32 +64,31 @@ def video_defaults(media_io_kwargs: Any, mm_processor_kwargs: Any) -> dict[str, 
         if key not in _IO_VIDEO_KEYS or value is None:
             continue
         _check_number(key, value, "media_io_kwargs.video")
-        ours = _IO_VIDEO_KEYS[key]
-        if ours in out and out[ours] != value:
-            raise OpenAIError(400, f"media_io_kwargs.video.{key} is {value!r} but {where}.{ours} is {out[ours]!r}; "
+        if key in out and out[key] != value:
+            raise OpenAIError(400, f"media_io_kwargs.video.{key} is {value!r} but {where}.{key} is {out[key]!r}; "
                               "give it once", param=f"media_io_kwargs.video.{key}", code="conflicting_parameters")
-        out[ours] = value
+        out[key] = value
+    doc = VideoOptionsDoc.from_dict(out)
     # vLLM's "-1 = every frame" for num_frames: our default fps sampling with its cap is the closest.
-    if out.get("num_frames") == -1:
-        out.pop("num_frames")
-    for key, value in out.items():
+    if doc.num_frames == -1:
+        doc = replace(doc, num_frames=None)
+    for key, value in doc.to_dict().items():
         _check_number(key, value, where)
-    return out
+    return doc.to_dict()
 
 
 def part_window(start: Any, end: Any, where: str) -> dict[str, Any]:
-    """``start``/``end`` seconds of one video part, validated."""
-    out: dict[str, Any] = {}
-    for key, value in (("start", start), ("end", end)):
+    """``start``/``end`` seconds of one video part (its video_options window), validated."""
+    for key, value in (("start", start), ("end", end)):  # the part's own fields
         if value is None:
             continue
         _check_number(key, value, where)
         if value < 0:
             raise bad_request(f"{where}.{key} must be >= 0 seconds, got {value}", f"{where}.{key}")
-        out[key] = float(value)
-    if "start" in out and "end" in out and out["end"] <= out["start"]:
-        raise bad_request(f"{where}: end ({out['end']}) must be greater than start ({out['start']})", where)
-    return out
+    window = VideoOptionsDoc(start=None if start is None else float(start), end=None if end is None else float(end))
+    if window.start is not None and window.end is not None and window.end <= window.start:
+        raise bad_request(f"{where}: end ({window.end}) must be greater than start ({window.start})", where)
+    return window.to_dict()
 
 
 def _processor_video(proc: dict[str, Any], where: str) -> dict[str, Any]:

@@ -14,40 +14,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from video_pipeline import contract as C
+from video_pipeline.contract import VideoInfo
 
 
 def video_plan(infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``video_plan`` of an answer, from the request's video_info documents."""
-    return [_entry(i, info) for i, info in enumerate(infos)]
+    return [_entry(i, VideoInfo.from_dict(info)) for i, info in enumerate(infos)]
 
 
-def _entry(index: int, info: dict[str, Any]) -> dict[str, Any]:
+def _entry(index: int, info: VideoInfo) -> dict[str, Any]:
     entry = _video_entry(index, info)
-    if isinstance(info.get(C.AUDIO_SPAN), dict):
-        entry["audio"] = dict(info[C.AUDIO_SPAN])
-    return entry
+    return {**entry, "audio": dict(info.audio)} if isinstance(info.audio, dict) else entry
 
 
-def _video_entry(index: int, info: dict[str, Any]) -> dict[str, Any]:
+def _video_entry(index: int, info: VideoInfo) -> dict[str, Any]:
+    # video_plan's own keys; "source" repeats the source facts under vLLM's names, as video_info has them
     return {
         "index": index,
-        "num_frames": int(info.get("num_frames") or 0),
-        "frame_indices": [int(x) for x in info.get("frames_indices") or []],
-        "timestamps": [float(x) for x in info.get("timestamps") or []],
-        "width": int(info.get("width") or 0),
-        "height": int(info.get("height") or 0),
-        "video_tokens": int(info.get("num_video_tokens") or 0),
+        "num_frames": int(info.num_frames or 0),
+        "frame_indices": [int(x) for x in info.frames_indices or []],
+        "timestamps": [float(x) for x in info.timestamps or []],
+        "width": int(info.width or 0),
+        "height": int(info.height or 0),
+        "video_tokens": int(info.num_video_tokens or 0),
         "source": {
-            "fps": info.get("fps"),
-            "duration": info.get("duration"),
-            "total_num_frames": info.get("total_num_frames"),
+            "fps": info.fps,
+            "duration": info.duration,
+            "total_num_frames": info.total_num_frames,
         },
-        "sampling": info.get("sampling"),
-        "cache": info.get("cache"),
+        "sampling": info.sampling.to_dict() if info.sampling is not None else None,
+        "cache": info.cache,
     }
 
 
 def video_tokens(infos: list[dict[str, Any]]) -> int:
     """The prompt tokens the videos will cost (the placeholders the processor expands them to)."""
-    return sum(int(i.get("num_video_tokens") or 0) for i in infos)
+    return sum(int(VideoInfo.from_dict(i).num_video_tokens or 0) for i in infos)

@@ -172,8 +172,11 @@ class ChatCompletionRequest(SamplingFields):
                   "is only allowed when stream is true")
 
     def generation_sampling(self) -> dict[str, Any]:
-        max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-        sampling = Sampling(self.sampling(max_tokens, self.n))
+        newer = self.max_completion_tokens is not None  # it wins over the deprecated max_tokens, as in OpenAI's API
+        max_tokens = self.max_completion_tokens if newer else self.max_tokens
+        # the llm's refusals of max_tokens name the field the client set
+        sampling = Sampling(self.sampling(max_tokens, self.n),
+                            {"max_tokens": "max_completion_tokens" if newer else "max_tokens"})
         # response_format and vLLM's structured_outputs, as vLLM merges them; vLLM compiles the constraint
         constraint = None if self.response_format is None else structured_from_format(
             self.response_format, "response_format", "json_schema")

@@ -2,8 +2,10 @@
 
 A completion's ``prompt`` is a string or a list of strings, each a raw prompt the llm model takes as
 its ``text_input`` (no chat template, the model's tokenizer adds its special tokens). ``max_tokens``
-defaults to 16, as in OpenAI's API and vLLM's. Token-id prompts, ``suffix``, ``logprobs`` and
-``logit_bias`` are refused by name.
+defaults to 16, as in OpenAI's API and vLLM's. ``logprobs`` (the top tokens per position) and
+``logit_bias`` become the llm's sampling keys of those names: vLLM computes and applies them. Refused by
+name: token-id prompts (the llm model takes a prompt as text), ``suffix`` (no fill-in-the-middle
+rendering), and ``echo`` with ``logprobs`` (the llm model gives no logprobs of the prompt).
 
 /tokenize takes vLLM's two shapes: ``{"prompt": ...}`` or ``{"messages": [...]}`` (chat messages of
 text; ``add_generation_prompt``, ``continue_final_message``, ``chat_template_kwargs``), counted by the
@@ -17,8 +19,10 @@ from typing import Any
 from pydantic import Field
 
 from openai_frontend.errors import OpenAIError, bad_request
+from openai_frontend.sampling import Sampling, checked_logit_bias
 from openai_frontend.schemas.chat import StreamOptions
 from openai_frontend.schemas.common import SamplingFields, Strict, refuse_if
+from video_pipeline import contract as C
 
 #: The most prompts one completion request may carry (each is one llm request).
 MAX_PROMPTS = 256
@@ -36,14 +40,16 @@ class CompletionRequest(SamplingFields):
     echo: bool | None = None
     best_of: int | None = None
     suffix: str | None = None
-    logprobs: int | None = None
+    logprobs: int | None = None  # the top tokens per position, 0 for the sampled token's alone (vLLM: up to 20)
     logit_bias: dict[str, float] | None = None
 
     def check_supported(self) -> None:
-        refuse_if(self.logprobs is not None, "logprobs", "is not supported on /v1/completions here")
-        refuse_if(bool(self.logit_bias), "logit_bias")
         refuse_if(self.suffix is not None, "suffix", "is not supported: the served model has no fill-in-the-middle "
                   "rendering")
+        if self.logprobs is not None and self.logprobs < 0 and self.logprobs != -1:  # -1: vLLM's whole vocabulary
+            raise bad_request(f"logprobs: must be between 0 and 20, got {self.logprobs}", "logprobs")
+        refuse_if(self.logprobs is not None and bool(self.echo), "echo",
+                  "cannot be combined with logprobs here: the llm model gives no logprobs of the prompt")
         refuse_if(self.best_of is not None and self.best_of != (self.n or 1), "best_of",
                   "is supported only equal to n")
         refuse_if(self.stream_options is not None and not self.stream, "stream_options",
@@ -66,8 +72,11 @@ class CompletionRequest(SamplingFields):
             raise bad_request(f"prompt: {len(prompt)} prompts; at most {MAX_PROMPTS} per request", "prompt")
         return list(prompt)  # type: ignore[arg-type]
 
-    def generation_sampling(self) -> dict[str, Any]:
-        return self.sampling(self.max_tokens, self.n)
+    def generation_sampling(self) -> Sampling:
+        sampling = Sampling(self.sampling(self.max_tokens, self.n), {C.TEXT_INPUT: "prompt"})
+        sampling.put("logprobs", self.logprobs, "logprobs")
+        sampling.put("logit_bias", checked_logit_bias(self.logit_bias), "logit_bias")
+        return sampling
 
 
 class TokenizeRequest(Strict):

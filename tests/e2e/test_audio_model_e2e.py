@@ -18,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.built_once import built_once
 from tests.conftest import MODEL_REPOSITORY, ROOT, HttpMedia, Shim
 from tests.servers import serving
 
@@ -34,7 +35,7 @@ QUESTION = "What is this sound?"
 def audio_model() -> Path:
     from video_pipeline.engines import tiny_audio
 
-    return tiny_audio.build(ROOT / ".tiny" / "qwen2_audio")
+    return built_once(ROOT / ".tiny" / "qwen2_audio", tiny_audio.build)
 
 
 @pytest.fixture(scope="module")

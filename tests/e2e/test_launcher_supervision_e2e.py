@@ -1,5 +1,5 @@
 """``python -m openai_frontend`` with its OWN tritonserver (not the session's; free ports, no video_generator):
-after ``kill -9`` of that tritonserver the launcher reaps its whole session (Python stubs, vLLM's EngineCore and
+after ``kill -9`` of that tritonserver the launcher reaps its whole process group (Python stubs, vLLM's EngineCore and
 Worker: nothing orphaned), starts it again with backoff, and /health/ready and chat come back (issue 20.4)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from video_pipeline.launch import free_port, session_members
+from video_pipeline.launch import free_port, group_members
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,22 +60,22 @@ def test_launcher_restarts_a_killed_tritonserver_and_leaves_no_orphans(tiny_mode
     with open(log, "wb") as out:
         shim = subprocess.Popen([sys.executable, "-m", "openai_frontend", "--host", "127.0.0.1", "--port", str(port)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-    sessions: list[int] = []
+    groups: list[int] = []
     try:
         wait_for(lambda: ready(base_url) or shim.poll() is not None, 600, "ready", log)
         assert shim.poll() is None, log.read_text(errors="replace")[-8000:]
         (first,) = children(shim.pid, "tritonserver")
-        sessions.append(first)
-        old = session_members(first)
-        # The stubs and vLLM's EngineCore/Worker are in tritonserver's session: that is what gets reaped.
+        groups.append(first)
+        old = group_members(first)
+        # The stubs and vLLM's EngineCore/Worker are in tritonserver's process group: that is what gets reaped.
         assert len(old) >= 4, old
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: not ready(base_url), 30, "unready after the kill", log)
         wait_for(lambda: ready(base_url), 600, "ready again", log)
         (second,) = children(shim.pid, "tritonserver")
-        sessions.append(second)
+        groups.append(second)
         assert second != first
-        assert session_members(first) == [], f"orphans of the killed tritonserver: {session_members(first)}"
+        assert group_members(first) == [], f"orphans of the killed tritonserver: {group_members(first)}"
         assert not any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in old)
         r = httpx.post(f"{base_url}/v1/chat/completions", timeout=120, json={
             "model": "tiny-qwen2-vl", "max_tokens": 4, "messages": [{"role": "user", "content": "hello"}]})
@@ -89,7 +89,7 @@ def test_launcher_restarts_a_killed_tritonserver_and_leaves_no_orphans(tiny_mode
             except subprocess.TimeoutExpired:
                 os.killpg(shim.pid, signal.SIGKILL)
                 shim.wait()
-        leftovers = {sid: session_members(sid) for sid in sessions if session_members(sid)}
+        leftovers = {pgid: group_members(pgid) for pgid in groups if group_members(pgid)}
         for pids in leftovers.values():
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)

@@ -1,9 +1,10 @@
 """vLLM's extra endpoints and fields end to end: the real OpenAI SDK (and plain HTTP for vLLM's own routes)
 -> shim -> tritonserver -> the llm model's vLLM engine and tokenizer (tiny Qwen2-VL).
 
-/v1/completions (llm's raw text_input path), /tokenize and /detokenize (the llm model's tokenizer and chat
+/v1/completions (llm's raw text_input path, with vLLM's logprobs and logit_bias), /tokenize and /detokenize (the llm model's tokenizer and chat
 template), /version, /ping, chat_template_kwargs reaching the template, and file parts read as the media
-their files are (an image's file id as Responses input_file, chat's {"type": "file"} part).
+their files are (an image's file id as Responses input_file, chat's {"type": "file"} part); the engine's
+refusals naming the client's parameter (Responses max_output_tokens and input, chat max_completion_tokens).
 """
 
 from __future__ import annotations
@@ -82,12 +83,123 @@ def test_sdk_completions_answer_each_prompt_and_choice_when_given_a_list_and_n(s
 
 
 def test_sdk_completions_answer_400_naming_the_parameter_when_the_engine_refuses_it(shim) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
-        shim.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, logprobs=2)
-    assert info.value.body["param"] == "logprobs"
+    with pytest.raises(openai.BadRequestError) as info:  # more than the engine's max_logprobs (20)
+        shim.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, logprobs=25)
+    assert (info.value.body["param"], info.value.body["code"]) == ("logprobs", "invalid_value"), info.value.body
+    assert "20" in info.value.body["message"]
     with pytest.raises(openai.BadRequestError) as info:
         shim.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=-1)
     assert "temperature" in info.value.body["message"] and info.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError) as info:  # outside the vocabulary: vLLM's refusal, named
+        shim.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=2, logit_bias={"999999": 5})
+    assert info.value.body["param"] == "logit_bias" and "vocab" in info.value.body["message"]
+
+
+@pytest.mark.parametrize(("body", "param"), [({"suffix": " the end"}, "suffix"), ({"prompt": [1, 2, 3]}, "prompt"),
+                                             ({"prompt": [[1, 2]]}, "prompt")])
+def test_sdk_completions_answer_400_naming_what_this_server_cannot_take_when_sent(shim, body, param) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        shim.client().completions.create(**{"model": MODEL, "prompt": PROMPT, "max_tokens": 2, **body})
+    assert info.value.body["param"] == param, info.value.body
+
+
+def check_legacy_logprobs(logprobs, text: str, tokens: int, top: int) -> None:
+    """The legacy shape as vLLM answers it: per token its text, logprob, the top ones with the sampled token,
+    and where it starts in the text; greedy, so the sampled token is the most likely one."""
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == tokens
+    assert "".join(logprobs.tokens) == text
+    assert logprobs.text_offset == [sum(len(t) for t in logprobs.tokens[:k]) for k in range(tokens)]
+    for token, logprob, best in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs, strict=True):
+        assert logprob <= 0 and 1 <= len(best) <= top + 1
+        assert best[token] == logprob == max(best.values())
+
+
+def test_sdk_completions_answer_legacy_logprobs_of_every_token_when_logprobs_is_given(shim) -> None:
+    r = shim.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=6, temperature=0, logprobs=3)
+    (choice,) = r.choices
+    check_legacy_logprobs(choice.logprobs, choice.text, r.usage.completion_tokens, 3)
+    assert r.usage.completion_tokens == 6
+    assert max(len(best) for best in choice.logprobs.top_logprobs) == 3  # greedy: the sampled one is among the top 3
+    alone = shim.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=6, temperature=0, logprobs=0)
+    assert alone.choices[0].text == choice.text and alone.choices[0].logprobs.tokens == choice.logprobs.tokens
+    assert all(len(best) == 1 for best in alone.choices[0].logprobs.top_logprobs)
+    assert alone.choices[0].logprobs.token_logprobs == pytest.approx(choice.logprobs.token_logprobs, abs=1e-3)
+
+
+def test_sdk_completions_stream_chunks_carry_their_tokens_logprobs_when_streamed(shim) -> None:
+    client = shim.client()
+    whole = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=5, temperature=0, logprobs=2)
+    chunks = list(client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=5, temperature=0, logprobs=2,
+                                            stream=True))
+    tokens, offsets, text = [], [], ""
+    for chunk in chunks:
+        (choice,) = chunk.choices
+        if choice.logprobs is None:
+            assert not choice.text
+            continue
+        assert "".join(choice.logprobs.tokens) == choice.text
+        assert choice.logprobs.text_offset[:1] in ([], [len(text)])  # offsets count the choice's whole text
+        tokens += choice.logprobs.tokens
+        offsets += choice.logprobs.text_offset
+        text += choice.text
+    assert text == whole.choices[0].text and tokens == whole.choices[0].logprobs.tokens
+    assert offsets == whole.choices[0].logprobs.text_offset
+
+
+def test_sdk_completions_make_greedy_output_that_token_when_its_logit_bias_is_100(shim) -> None:
+    r = shim.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0,
+                                         logit_bias={"97": 100})  # the byte-level vocabulary's "a"
+    assert r.choices[0].text == "a" * 4
+
+
+# --- the client's parameter names in the engine's refusals ---------------------------------------------
+
+
+CONTEXT = 16384  # max_model_len of model_repository/llm/1/model.json
+
+
+def responses_refusal(shim, **body: object) -> dict:
+    """The error body of a Responses request the server must refuse with a 400, streamed and not."""
+    errors = []
+    for streamed in (False, True):
+        with pytest.raises(openai.BadRequestError) as info:
+            answer = shim.client().responses.create(model=MODEL, stream=streamed, **body)
+            if streamed:
+                list(answer)
+        errors.append(info.value.body)
+    assert errors[0] == errors[1]
+    return errors[0]
+
+
+def test_sdk_responses_refusal_names_max_output_tokens_when_it_does_not_fit_the_context(shim) -> None:
+    err = responses_refusal(shim, input="Hi", max_output_tokens=10**9)
+    assert (err["param"], err["code"]) == ("max_output_tokens", "context_length_exceeded"), err
+    assert f"{10**9} in the completion" in err["message"] and "max_tokens" not in err["message"]
+    assert "in the input" in err["message"] and "messages" not in err["message"]
+
+
+def test_sdk_responses_refusal_names_max_output_tokens_when_vllm_refuses_its_value(shim) -> None:
+    err = responses_refusal(shim, input="Hi", max_output_tokens=-1)
+    assert (err["param"], err["code"]) == ("max_output_tokens", "integer_below_min_value"), err
+    assert "max_output_tokens must be at least 1" in err["message"]
+
+
+def test_sdk_responses_refusal_names_input_when_the_conversation_is_over_the_context(shim) -> None:
+    err = responses_refusal(shim, input=" ".join(["word"] * (CONTEXT + 2000)), max_output_tokens=4)
+    assert (err["param"], err["code"]) == ("input", "context_length_exceeded"), err
+    assert f"maximum context length is {CONTEXT} tokens" in err["message"] and "messages" not in err["message"]
+
+
+def test_sdk_chat_refusal_names_max_completion_tokens_when_the_client_set_it(shim) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        shim.client().chat.completions.create(model=MODEL, messages=MESSAGES, max_completion_tokens=CONTEXT + 1000)
+    err = info.value.body
+    assert (err["param"], err["code"]) == ("max_completion_tokens", "context_length_exceeded"), err
+    with pytest.raises(openai.BadRequestError) as info:
+        shim.client().chat.completions.create(model=MODEL, messages=MESSAGES, max_completion_tokens=-1)
+    err = info.value.body
+    assert (err["param"], err["code"]) == ("max_completion_tokens", "integer_below_min_value"), err
+    assert "max_completion_tokens must be at least 1" in err["message"]
 
 
 # --- /tokenize, /detokenize --------------------------------------------------------------------------

@@ -198,7 +198,7 @@ def entry(token: str, logprob: float, top: int) -> dict[str, Any]:
 
 class LogprobBackend(FakeBackend):
     """FakeBackend whose deltas carry one logprobs entry per chunk (all of them when not streaming) when the
-    request asks for logprobs."""
+    request asks for logprobs, for each of its ``n`` choices."""
 
     async def generate(self, request: LlmRequest) -> AsyncIterator[Delta]:
         if "logprobs" not in request.sampling or self.generate_error is not None:
@@ -208,11 +208,13 @@ class LogprobBackend(FakeBackend):
         self.requests.append(request)
         top = int(request.sampling["logprobs"])
         entries = [entry(t, -0.5 * (k + 1), top) for k, t in enumerate(self.chunks)]
-        if not request.stream:
-            yield Delta("".join(self.chunks), 0, "stop", 20, len(self.chunks), logprobs=entries)
-            return
-        for k, text in enumerate(self.chunks):
-            yield Delta(text, 0, "stop" if k == len(self.chunks) - 1 else None, 20, k + 1, logprobs=[entries[k]])
+        for index in range(request.n):
+            if not request.stream:
+                yield Delta("".join(self.chunks), index, "stop", 20, len(self.chunks), logprobs=entries)
+                continue
+            for k, text in enumerate(self.chunks):
+                yield Delta(text, index, "stop" if k == len(self.chunks) - 1 else None, 20, k + 1,
+                            logprobs=[entries[k]])
 
 
 @pytest.fixture
@@ -272,3 +274,74 @@ def test_responses_stream_delta_events_carry_their_own_tokens_logprobs_when_incl
     assert [x["token"] for x in done["logprobs"]] == ["Hello", " world", "!"]
     (completed,) = [e for e in events if e["type"] == "response.completed"]
     assert len(completed["response"]["output"][0]["content"][0]["logprobs"]) == 3
+
+
+# --- /v1/completions: logprobs and logit_bias ---------------------------------------------------------
+
+
+def complete(client, **body):
+    return client.post("/v1/completions", json={"model": MODEL, "prompt": "Once", **body})
+
+
+def legacy(top: int, tokens: tuple[str, ...] = ("Hello", " world", "!"), first: int = 0,
+           offset: int = 0) -> dict[str, Any]:
+    """The legacy logprobs of LogprobBackend's tokens (the ``first``-th on), the first at ``offset``."""
+    lps = [-0.5 * (first + k + 1) for k in range(len(tokens))]
+    starts = [offset + sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
+    tops = [{t: lp, "é": lp - 1} if top >= 2 else {t: lp} for t, lp in zip(tokens, lps, strict=True)]
+    return {"tokens": list(tokens), "token_logprobs": lps, "top_logprobs": tops, "text_offset": starts}
+
+
+def test_completions_send_logprobs_and_logit_bias_as_the_llms_keys_when_asked(client, backend) -> None:
+    r = complete(client, logprobs=2, logit_bias={"5": 1, "7": -100})
+    assert r.status_code == 200, r.text
+    assert backend.requests[0].sampling == {"max_tokens": 16, "logprobs": 2, "logit_bias": {"5": 1.0, "7": -100.0}}
+
+
+@pytest.mark.parametrize("top", [0, 1, 2])
+def test_completions_answer_legacy_logprobs_of_every_token_when_logprobs_is_given(client, top) -> None:
+    (choice,) = complete(client, logprobs=top).json()["choices"]
+    assert choice["text"] == "Hello world!" and choice["logprobs"] == legacy(top)
+
+
+def test_completions_answer_null_logprobs_when_not_asked(client) -> None:
+    assert complete(client).json()["choices"][0]["logprobs"] is None
+
+
+def test_completions_answer_each_prompts_choices_their_own_logprobs_when_several_prompts_and_n(client) -> None:
+    choices = complete(client, prompt=["a", "b"], n=2, logprobs=1).json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3] and all(c["logprobs"] == legacy(1) for c in choices)
+
+
+def test_completions_stream_chunks_carry_their_own_tokens_logprobs_offset_in_the_whole_text(client) -> None:
+    r = complete(client, prompt=["a", "b"], logprobs=2, stream=True)
+    chunks = [json.loads(c) for c in sse_data(r.text) if c != "[DONE]"]
+    tokens = ("Hello", " world", "!")
+    for index in (0, 1):  # each prompt's choice counts its own text
+        texts = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["index"] == index]
+        assert [c["logprobs"] for c in texts] == [legacy(2, (t,), k, sum(len(x) for x in tokens[:k]))
+                                                  for k, t in enumerate(tokens)]
+        assert "".join(c["text"] for c in texts) == "Hello world!" and texts[-1]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"logprobs": -2}, "logprobs"),
+    ({"logprobs": 1.5}, "logprobs"),
+    ({"logprobs": 1, "echo": True}, "echo"),
+    ({"logit_bias": {"a": 1}}, "logit_bias"),
+    ({"logit_bias": {"5": 101}}, "logit_bias"),
+])
+def test_completions_answer_400_naming_the_field_when_logprobs_or_logit_bias_is_malformed(client, backend, body,
+                                                                                           param) -> None:
+    assert error_of(complete(client, **body))["param"] == param
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_engine_refusal_of_logprobs_names_logprobs_when_more_are_asked_than_the_engine_gives(
+        client, backend, stream) -> None:
+    backend.generate_error = InvalidInput("logprobs: Requested sample logprobs of 25, which is greater than max "
+                                          "allowed: 20", param="logprobs", code="invalid_value")
+    err = error_of(complete(client, logprobs=25, stream=stream))
+    assert err == {"message": "logprobs: Requested sample logprobs of 25, which is greater than max allowed: 20",
+                   "type": "invalid_request_error", "param": "logprobs", "code": "invalid_value"}

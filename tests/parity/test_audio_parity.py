@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.built_once import built_once
 from tests.conftest import ROOT
 from video_pipeline.engines import tiny_audio
 from video_pipeline.media.audio import decode_audio, read_audio_settings
@@ -49,7 +50,7 @@ def _chat(n_audio: int, text: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tiny_audio.build(ROOT / ".tiny" / "qwen2_audio")
+    folder = built_once(ROOT / ".tiny" / "qwen2_audio", tiny_audio.build)
     settings = read_audio_settings(folder)
     assert settings is not None and settings.sampling_rate == 16000
     sources = [

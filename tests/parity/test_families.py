@@ -19,6 +19,7 @@ Known gaps are strict xfails, so each flips loudly once MediaSettings can expres
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.built_once import built_once
 from tests.videos import ClipSpec, make_video, read_indices
 from video_pipeline import contract as C
 from video_pipeline.engines import tiny_families
@@ -161,7 +163,7 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], FamilyRu
 
     def get(family: str) -> FamilyRun:
         if family not in runs:
-            folder = tiny_families.build(family, TINY / family)
+            folder = built_once(TINY / family, functools.partial(tiny_families.build, family))
             sent = {c.name: run_pipeline(folder, c.options) for c in CASES if c.options is not None}
             image = make_image()
             try:

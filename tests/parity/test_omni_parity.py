@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.built_once import built_once
 from tests.conftest import ROOT
 from tests.videos import ClipSpec, make_video
 from video_pipeline import contract as C
@@ -52,7 +53,7 @@ def _pipeline(folder: Any, videos: tuple[tuple[ClipSpec, dict[str, Any]], ...]) 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tiny_omni.build(ROOT / ".tiny" / "qwen2_5_omni")
+    folder = built_once(ROOT / ".tiny" / "qwen2_5_omni", tiny_omni.build)
     arrays: dict[str, np.ndarray] = {}
     spec = []
     for name, videos, text in CASES:

@@ -12,6 +12,7 @@ import pytest
 
 from openai_frontend.outputs.plan import video_plan
 from tests import bad_media
+from tests.built_once import built_once
 from tests.unit.test_engine_background import FakeEngine
 from tests.unit.test_llm_handler_media import INFO, Media, Sink
 from tests.videos import ClipSpec, make_audio_only, make_video
@@ -235,7 +236,7 @@ def test_media_settings_of_an_audio_model_take_no_video_or_images_and_keep_the_a
     from video_pipeline.engines import tiny_audio
     from video_pipeline.media.model_media import load_media_settings
 
-    media = load_media_settings(tiny_audio.build(ROOT / ".tiny" / "qwen2_audio"))
+    media = load_media_settings(built_once(ROOT / ".tiny" / "qwen2_audio", tiny_audio.build))
     assert (media.family, media.sizing, media.audio_sampling_rate, media.takes_visual) == ("qwen2_audio", "none",
                                                                                             16000, False)
     for call in (lambda: media.video_size(8, 360, 640), lambda: media.image_size(360, 640)):

@@ -1,5 +1,5 @@
 """The launcher's supervision on a real tritonserver (video_decoder only: seconds to start): a server killed with
-SIGKILL is reaped with its whole session (the Python stubs it leaves behind) and started again on the same ports;
+SIGKILL is reaped with its whole process group (the Python stubs it leaves behind) and started again on the same ports;
 a launcher killed with SIGKILL takes its server along; ports a stranger holds are refused (issue 20.4, 20.5)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from video_pipeline.launch import LaunchError, Supervisor, TritonServer, session_members
+from video_pipeline.launch import LaunchError, Supervisor, TritonServer, group_members
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,24 +39,24 @@ def wait_for(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
         time.sleep(0.1)
 
 
-def test_supervisor_reaps_the_session_and_restarts_on_the_same_ports_when_tritonserver_is_killed(tmp_path) -> None:
+def test_supervisor_reaps_the_process_group_and_restarts_on_the_same_ports_when_tritonserver_is_killed(tmp_path) -> None:
     server = TritonServer(MODEL_REPOSITORY, ["video_decoder"], log_path=tmp_path / "triton.log",
                           decoder_scale="config")
     supervisor = Supervisor(server, backoff_s=(0.5, 2.0))
     supervisor.start()
     try:
         first = server.proc.pid
-        stubs = [p for p in session_members(first) if p != first]
-        assert stubs, "the python backend stubs run in tritonserver's session"
+        stubs = [p for p in group_members(first) if p != first]
+        assert stubs, "the python backend stubs run in tritonserver's process group"
         ports = (server.http_port, server.grpc_port, server.metrics_port)
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: supervisor.restarts == 1 and ready(server), 120, "restarted")
         assert server.proc.pid != first and (server.http_port, server.grpc_port, server.metrics_port) == ports
-        assert session_members(first) == [], "processes of the killed server outlived it"
+        assert group_members(first) == [], "processes of the killed server outlived it"
         assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in stubs)
     finally:
         supervisor.stop()
-    assert session_members(first) == [] and server.proc is None
+    assert group_members(first) == [] and server.proc is None
 
 
 def _zombie(pid: int) -> bool:
@@ -81,15 +81,15 @@ def test_launcher_killed_with_sigkill_takes_its_tritonserver_along(tmp_path) -> 
     try:
         wait_for(lambda: pid_file.exists() and pid_file.read_text(), 120, "started")
         triton = int(pid_file.read_text())
-        assert session_members(triton)
+        assert group_members(triton)
         launcher.kill()
         launcher.wait(10)
-        wait_for(lambda: not session_members(triton), 60, "gone with its launcher")
+        wait_for(lambda: not group_members(triton), 60, "gone with its launcher")
     finally:
         if launcher.poll() is None:
             launcher.kill()
         if pid_file.exists() and pid_file.read_text():
-            for pid in session_members(int(pid_file.read_text())):
+            for pid in group_members(int(pid_file.read_text())):
                 os.kill(pid, signal.SIGKILL)
 
 

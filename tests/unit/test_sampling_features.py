@@ -16,7 +16,7 @@ import pytest
 
 from video_pipeline import contract as C
 from video_pipeline.engines.background import BackgroundEngine
-from video_pipeline.engines.sampling import named_key, parse_sampling, to_sampling_params
+from video_pipeline.engines.sampling import parse_sampling, to_sampling_params
 from video_pipeline.engines.types import GenerationDelta, GenerationRequest, TokenLogprob
 from video_pipeline.engines.vllm_engine import generation_failed, token_logprobs
 from video_pipeline.errors import InvalidInput, PipelineError
@@ -68,16 +68,23 @@ def test_parse_sampling_reads_the_other_features_when_given() -> None:
 def test_parse_sampling_refuses_naming_the_key_first_when_a_feature_is_malformed(raw: Any, match: str) -> None:
     with pytest.raises(InvalidInput, match=match) as info:
         parse_sampling(raw)
+    # named as data too: the key (or the structured_outputs field) the message starts with, and OpenAI's code
+    assert info.value.param is not None and info.value.code is not None
     if match.startswith("^"):
-        assert named_key(str(info.value)) is not None
+        assert str(info.value).startswith(f"{info.value.param}: ")
 
 
-def test_named_key_matches_only_the_feature_keys_when_reading_a_message() -> None:
-    match = named_key("structured_outputs.json: must be a JSON schema")
-    assert match is not None and (match[1], match[2]) == ("structured_outputs", ".json")
-    assert named_key("logit_bias: token_id(s) [9] ...")[1] == "logit_bias"  # type: ignore[index]
-    assert named_key("temperature must be in [0, 2]") is None
-    assert named_key("media [INVALID_ARG]: structured_outputs: no") is None
+@pytest.mark.parametrize(("raw", "param", "code"), [
+    ({"structured_outputs": {"json": 5}}, "structured_outputs.json", "invalid_type"),
+    ({"structured_outputs": {"json_object": False}}, "structured_outputs.json_object", "invalid_value"),
+    ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs", "invalid_value"),
+    ({"logit_bias": {"a": 1}}, "logit_bias", "invalid_value"),
+    ({"logprobs": "many"}, "logprobs", "invalid_type"),
+])
+def test_parse_sampling_names_the_field_as_data_when_a_feature_is_malformed(raw: Any, param: str, code: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_sampling(raw)
+    assert (info.value.param, info.value.code) == (param, code)
 
 
 # --- SamplingParams (imports vLLM, starts nothing) ---------------------------------------------------------
@@ -144,6 +151,7 @@ def test_generation_failed_names_the_constraint_when_vllm_ended_a_structured_cho
 
     error = generation_failed(Params())
     assert isinstance(error, InvalidInput) and str(error).startswith("structured_outputs: ")
+    assert (error.param, error.code) == ("structured_outputs", "invalid_value")
     assert type(generation_failed(object())) is PipelineError
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from video_pipeline.contract import VideoInfo
 from video_pipeline.engines.types import GenerationRequest
 from video_pipeline.errors import InvalidInput
 from video_pipeline.media import embeds
@@ -297,7 +298,7 @@ def multi_modal_uuids(request: GenerationRequest) -> dict[str, list[str | None]]
     never the client's string, so a uuid re-used for other media cannot meet stale features).
     """
     out: dict[str, list[str | None]] = {}
-    uuids = [v.metadata.get("uuid") for v in request.videos]
+    uuids = [VideoInfo.from_dict(v.metadata).uuid for v in request.videos]
     if any(isinstance(u, str) and u for u in uuids):
         out["video"] = [u if isinstance(u, str) and u else None for u in uuids]
     if any(request.image_uuids):

@@ -17,15 +17,15 @@ Beyond the plain numbers, vLLM's request features travel under their
 plus vLLM's options, field for field ``StructuredOutputsParams``), ``logprobs``
 (top tokens per position; 0: only the sampled token's), ``logit_bias`` (token id
 -> bias in [-100, 100]), ``allowed_token_ids`` and ``bad_words``. Errors about
-these name them first (``"logit_bias: ..."``), so a client's layer can name its
-own parameter.
+these name them first (``"logit_bias: ..."``) and as data: ``param`` is the key, or
+the field of ``structured_outputs`` at fault (``"structured_outputs.regex"``), so a
+client's layer can name its own parameter without reading the message.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +48,6 @@ STRUCTURED_OPTIONS: dict[str, str] = {
 NAMED_KEYS = (STRUCTURED_OUTPUTS, "logprobs", "logit_bias", "allowed_token_ids", "bad_words")
 #: vLLM clamps biases to this range; we refuse values outside it, as OpenAI documents it.
 MAX_BIAS = 100.0
-_NAMED = re.compile(rf"^({'|'.join(map(re.escape, NAMED_KEYS))})((?:\.\w+)*): ")
 
 #: Accepted parameter -> kind. Anything else is refused, so typos fail loudly.
 SAMPLING_FIELDS: dict[str, str] = {
@@ -141,12 +140,6 @@ def to_sampling_params(
 def error_text(exc: BaseException) -> str:
     """vLLM's message without the ``(parameter=..., value=...)`` tail its validation errors add."""
     return str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)
-
-
-def named_key(message: str) -> re.Match[str] | None:
-    """For an error about one of :data:`NAMED_KEYS`: the match of its ``"<key>[.<field>]: "`` start
-    (groups: the key, the ``.field`` part); None for any other message."""
-    return _NAMED.match(message)
 
 
 #: OpenAI's documented bounds of its sampling parameters: only to give vLLM's refusals of a value outside
@@ -294,18 +287,19 @@ def _structured(value: Any) -> dict[str, Any]:
         raise InvalidInput(f"{STRUCTURED_OUTPUTS}: give exactly one of {', '.join(STRUCTURED_CONSTRAINTS)}"
                            + (f" (got {', '.join(given)})" if given else ""))
     for name, item in out.items():
-        where = f"{STRUCTURED_OUTPUTS}.{name}"
+        where = f"{STRUCTURED_OUTPUTS}.{name}"  # the field at fault, as data too
         kind = fields[name]
         if kind == "schema" and not isinstance(item, (Mapping, str)):
-            raise InvalidInput(f"{where}: must be a JSON schema (an object, or its JSON text)")
+            raise InvalidInput(f"{where}: must be a JSON schema (an object, or its JSON text)", param=where,
+                               code="invalid_type")
         if kind == "schema" and isinstance(item, Mapping):
             out[name] = dict(item)
         if kind == "str" and not isinstance(item, str):
-            raise InvalidInput(f"{where}: must be a string")
+            raise InvalidInput(f"{where}: must be a string", param=where, code="invalid_type")
         if kind == "str_list" and (not isinstance(item, list) or not all(isinstance(v, str) for v in item)):
-            raise InvalidInput(f"{where}: must be a list of strings")
+            raise InvalidInput(f"{where}: must be a list of strings", param=where, code="invalid_type")
         if kind == "true" and item is not True:
-            raise InvalidInput(f"{where}: must be true when given")
+            raise InvalidInput(f"{where}: must be true when given", param=where)
         if kind == "bool" and not isinstance(item, bool):
-            raise InvalidInput(f"{where}: must be true or false")
+            raise InvalidInput(f"{where}: must be true or false", param=where, code="invalid_type")
     return out

@@ -12,17 +12,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from video_pipeline.contract import VideoInfo
 from video_pipeline.errors import InvalidInput
 
 #: Metadata keys vLLM's Qwen2.5-VL / Qwen3-VL processors read for a pre-sampled video.
-VIDEO_METADATA_KEYS = (
-    "fps",
-    "duration",
-    "total_num_frames",
-    "frames_indices",
-    "video_backend",
-    "do_sample_frames",
-)
+VIDEO_METADATA_KEYS = VideoInfo.vllm_keys()
+#: What a video's metadata means when it leaves them out: sampled already, by PyAV.
+_METADATA_DEFAULTS = VideoInfo(video_backend="pyav", do_sample_frames=False).to_dict()
 
 
 @dataclass(frozen=True)
@@ -66,20 +62,19 @@ class VideoInput:
         _check_pixels(self.frames, ndim=4, what="video frames")
         if self.frames.shape[0] < 1:
             raise InvalidInput("a video needs at least one frame")
-        missing = [
-            k for k in ("fps", "duration", "total_num_frames", "frames_indices") if k not in self.metadata
-        ]
+        full = {**_METADATA_DEFAULTS, **self.metadata}
+        info = VideoInfo.from_dict(full)
+        missing = [k for k in VIDEO_METADATA_KEYS if k not in _METADATA_DEFAULTS and getattr(info, k) is None]
         if missing:
             raise InvalidInput(f"video metadata lacks {', '.join(missing)}")
-        fps = self.metadata["fps"]
+        fps = info.fps
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
             raise InvalidInput(f"video metadata fps must be a positive number, got {fps!r}")
-        if len(self.metadata["frames_indices"]) != self.frames.shape[0]:
+        if len(info.frames_indices) != self.frames.shape[0]:  # type: ignore[arg-type]
             raise InvalidInput(
-                f"video metadata has {len(self.metadata['frames_indices'])} frames_indices "
+                f"video metadata has {len(info.frames_indices)} frames_indices "  # type: ignore[arg-type]
                 f"for {self.frames.shape[0]} frames"
             )
-        full = {"video_backend": "pyav", "do_sample_frames": False, **self.metadata}
         object.__setattr__(self, "metadata", full)
 
     @classmethod
@@ -89,13 +84,9 @@ class VideoInput:
         count = int(frames.shape[0])
         step = source_fps / fps
         indices = [int(round(i * step)) for i in range(count)]
-        metadata = {
-            "fps": float(source_fps),
-            "duration": count / fps,
-            "total_num_frames": indices[-1] + 1 if indices else 0,
-            "frames_indices": indices,
-        }
-        return cls(frames=frames, metadata=metadata)
+        metadata = VideoInfo(fps=float(source_fps), duration=count / fps,
+                             total_num_frames=indices[-1] + 1 if indices else 0, frames_indices=indices)
+        return cls(frames=frames, metadata=metadata.to_dict())
 
     def as_vllm(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The ``(frames, metadata)`` item vLLM's ``multi_modal_data["video"]`` takes for every family.

@@ -322,7 +322,7 @@ def generation_failed(params: Any) -> PipelineError:
     constraint, the grammar the engine core could not compile (or that rejected every token)."""
     if getattr(params, "structured_outputs", None) is not None:
         return InvalidInput(f"{STRUCTURED_OUTPUTS}: the engine could not compile or follow this constraint "
-                            "(see the server log)")
+                            "(see the server log)", param=STRUCTURED_OUTPUTS, code="invalid_value")
     return PipelineError("generation failed in the engine (finish_reason \"error\"); see the server log")
 
 

@@ -29,13 +29,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
 
+from video_pipeline.contract import VideoMetadata
 from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge
 from video_pipeline.media.facts import (
     Source,
@@ -178,30 +179,35 @@ def _decode_indexed(
         frames, chosen, snapped = frames[keep], chosen[keep], snapped[keep]
 
     ordinals = _ordinals(index, times, chosen)  # frame index in the whole video
-    metadata = {
-        "video_backend": "pyav",
-        "container": container.format.name,
-        "codec": cc.name,
-        "width": int(conv.disp_w),
-        "height": int(conv.disp_h),
-        "rotation": conv.rotation,
-        "fps": _fps(stream, times),
-        "duration": index.duration if index.duration is not None else float(times[-1] + frame_duration),
-        "total_num_frames": index.total_frames if index.total_frames is not None else len(times),
-        "frames_indices": [int(i) for i in ordinals],
-        "output_width": int(conv.out_w),
-        "output_height": int(conv.out_h),
-        "mode": options.mode,
-        "keyframe_snapped": [bool(s) for s in snapped],
-        "indexed": "window" if index.partial else "whole",
-        "sampling": sampling_plan(times, frame_duration, options),
-    }
+    metadata = VideoMetadata(video_backend="pyav", width=int(conv.disp_w), height=int(conv.disp_h),
+                             rotation=conv.rotation, output_width=int(conv.out_w), output_height=int(conv.out_h))
     return DecodedVideo(
         frames=frames,
         timestamps=times[chosen].astype(np.float64),
         frame_indices=ordinals.astype(np.int64),
-        metadata=metadata,
+        metadata=sampled_metadata(metadata, container, stream, index, times, frame_duration, ordinals, snapped,
+                                  options),
     )
+
+
+def sampled_metadata(metadata: VideoMetadata, container: Any, stream: Any, index: Any, times: np.ndarray,
+                     frame_duration: float, ordinals: np.ndarray, snapped: np.ndarray,
+                     options: VideoOptions) -> dict[str, Any]:
+    """The video_metadata document of an indexed decode: ``metadata`` (the backend and the sizes it decided)
+    with the container's facts and the sampling plan (gpu_decode's plan gives the same)."""
+    return replace(
+        metadata,
+        container=container.format.name,
+        codec=stream.codec_context.name,
+        fps=_fps(stream, times),
+        duration=index.duration if index.duration is not None else float(times[-1] + frame_duration),
+        total_num_frames=index.total_frames if index.total_frames is not None else len(times),
+        frames_indices=[int(i) for i in ordinals],
+        mode=options.mode,
+        keyframe_snapped=[bool(s) for s in snapped],
+        indexed="window" if index.partial else "whole",
+        sampling=sampling_plan(times, frame_duration, options),
+    ).to_dict()
 
 
 # --- opening and validation (video_pipeline.media.facts, shared with the shim) ------------------------

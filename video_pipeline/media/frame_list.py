@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from video_pipeline.contract import VideoMetadata, VideoOptionsDoc
 from video_pipeline.errors import InvalidInput
 from video_pipeline.media.decode import Deadline, DecodedVideo
 from video_pipeline.media.facts import check_frame_size, open_image
@@ -27,7 +29,6 @@ from video_pipeline.media.options import DecodeLimits, VideoOptions
 from video_pipeline.media.sampling import select_frames
 
 DEFAULT_LIST_FPS = 1.0
-_SAMPLING_KEYS = ("num_frames", "fps", "max_frames", "start", "end")
 _LENGTH = struct.Struct("<I")
 
 
@@ -63,28 +64,24 @@ def decode_frame_list(stills: Sequence[bytes], options: Mapping[str, Any],
     limits = limits or DecodeLimits()
     if not stills:
         raise InvalidInput("the frame list is empty")
-    fps = float(options.get("fps") or DEFAULT_LIST_FPS)
+    sent = VideoOptionsDoc.from_dict(options)
+    fps = float(sent.fps or DEFAULT_LIST_FPS)
     total = len(stills)
     times = np.arange(total, dtype=np.float64) / fps
-    # Sampling options in our semantics; fps sampling at the list's own rate keeps every frame.
-    sampling = VideoOptions.from_dict({k: options[k] for k in _SAMPLING_KEYS if options.get(k) is not None})
+    # Sampling options in our semantics (only these apply to a list); fps sampling at the list's own rate
+    # keeps every frame.
+    asked = VideoOptionsDoc(num_frames=sent.num_frames, fps=sent.fps, max_frames=sent.max_frames, start=sent.start,
+                            end=sent.end)
+    sampling = VideoOptions.from_dict(asked.to_dict())
     if sampling.num_frames is None and sampling.fps is None:
-        sampling = VideoOptions.from_dict({**sampling.to_dict(), "fps": fps})
+        sampling = replace(sampling, fps=fps)
     chosen = select_frames(times, 1.0 / fps, sampling)
     pictures = np.stack(_decode_all([stills[i] for i in chosen], [int(i) for i in chosen], limits))
     height, width = int(pictures.shape[1]), int(pictures.shape[2])
-    metadata = {
-        "fps": fps,
-        "duration": total / fps,
-        "total_num_frames": total,
-        "width": width,
-        "height": height,
-        "output_width": width,
-        "output_height": height,
-        "video_backend": "jpeg_sequence",
-    }
+    metadata = VideoMetadata(video_backend="jpeg_sequence", width=width, height=height, fps=fps, duration=total / fps,
+                             total_num_frames=total, output_width=width, output_height=height)
     return DecodedVideo(frames=pictures, timestamps=times[chosen], frame_indices=chosen.astype(np.int64),
-                        metadata=metadata)
+                        metadata=metadata.to_dict())
 
 
 def _decode_all(encoded: list[bytes], indices: list[int], limits: DecodeLimits) -> list[np.ndarray]:

@@ -41,12 +41,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from video_pipeline.contract import VideoMetadata
 from video_pipeline.errors import InvalidInput, MediaTooLarge
 from video_pipeline.media import decode as _pyav
 from video_pipeline.media.decode import DecodedVideo, Source, decode_video
 from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import DecodeLimits, VideoOptions
-from video_pipeline.media.sampling import sampling_plan, select_frames, snap_to_keyframes
+from video_pipeline.media.sampling import select_frames, snap_to_keyframes
 
 logger = logging.getLogger(__name__)
 
@@ -247,24 +248,10 @@ def _plan_indexed(container: Any, stream: Any, index: Any, options: VideoOptions
         raise MediaTooLarge(f"{len(chosen)} frames of {out_w}x{out_h} need {nbytes} bytes; "
                             f"the limit is {limits.max_output_bytes}")
     ordinals = _pyav._ordinals(index, times, chosen)
-    metadata = {
-        "video_backend": NvdecDecoder.name,
-        "container": container.format.name,
-        "codec": cc.name,
-        "width": coded_w,
-        "height": coded_h,
-        "rotation": 0,
-        "fps": _pyav._fps(stream, times),
-        "duration": index.duration if index.duration is not None else float(times[-1] + frame_duration),
-        "total_num_frames": index.total_frames if index.total_frames is not None else len(times),
-        "frames_indices": [int(i) for i in ordinals],
-        "output_width": int(out_w),
-        "output_height": int(out_h),
-        "mode": options.mode,
-        "keyframe_snapped": [bool(s) for s in snapped],
-        "indexed": "window" if index.partial else "whole",
-        "sampling": sampling_plan(times, frame_duration, options),
-    }
+    metadata = _pyav.sampled_metadata(
+        VideoMetadata(video_backend=NvdecDecoder.name, width=coded_w, height=coded_h, rotation=0,
+                      output_width=int(out_w), output_height=int(out_h)),
+        container, stream, index, times, frame_duration, ordinals, snapped, options)
     return _Plan(
         stream_index=int(stream.index),
         # pts x time base, exact in Fraction, then one rounding: torchcodec rounds it back to this pts.

@@ -1,7 +1,8 @@
 """Per-request video options and server-side decode limits, validated once.
 
 ``VideoOptions`` is what a client may set for one video (the ``video_options``
-JSON tensor); ``DecodeLimits`` is what the operator sets for the server
+JSON tensor, :class:`video_pipeline.contract.VideoOptionsDoc`), checked and with the
+media models' defaults filled in; ``DecodeLimits`` is what the operator sets for the server
 (config.pbtxt parameters). Unknown keys and bad values raise
 :class:`~video_pipeline.errors.InvalidInput` naming the key.
 
@@ -26,6 +27,7 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from video_pipeline.contract import refuse_unknown
 from video_pipeline.errors import InvalidInput, MediaTooLarge
 
 DEFAULT_FPS = 2.0
@@ -143,9 +145,7 @@ class VideoOptions:
         if not isinstance(data, dict):
             raise InvalidInput(f"video options must be a JSON object, got {type(data).__name__}")
         known = {f.name: f for f in fields(cls)}
-        unknown = sorted(str(k) for k in set(data) - set(known))
-        if unknown:
-            raise InvalidInput(f"unknown video option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        refuse_unknown(data, known)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if value is None:

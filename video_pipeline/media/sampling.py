@@ -7,10 +7,9 @@ for the semantics of ``num_frames``/``fps``/``max_frames``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from video_pipeline.contract import SamplingPlan
 from video_pipeline.errors import InvalidInput
 from video_pipeline.media.options import DEFAULT_FPS, VideoOptions
 
@@ -52,7 +51,7 @@ def _rule(first: float, last: float, frame_duration: float, options: VideoOption
     return "fps_capped", fps, cap
 
 
-def sampling_plan(times: np.ndarray, frame_duration: float, options: VideoOptions) -> dict[str, Any]:
+def sampling_plan(times: np.ndarray, frame_duration: float, options: VideoOptions) -> SamplingPlan:
     """How ``options`` sampled this video, for clients to see: the rule that applied, the fps and
     cap in force (defaults included) and the window. ``capped_by`` names the setting that capped
     fps sampling: ``num_frames`` when given with fps, else ``max_frames`` (or ``frames`` when the
@@ -68,16 +67,16 @@ def sampling_plan(times: np.ndarray, frame_duration: float, options: VideoOption
             capped_by = "num_frames" if options.num_frames is not None else "max_frames"
     elif rule == "num_frames" and options.num_frames is not None and options.num_frames > len(win):
         capped_by = "frames"
-    return {
-        "rule": "fps" if rule == "fps_capped" else rule,
-        "fps": fps if rule != "num_frames" else None,
-        "num_frames": options.num_frames,
-        "max_frames": options.frame_cap if rule != "num_frames" else None,
-        "capped_by": capped_by,
-        "start": options.start,
-        "end": options.end,
-        "mode": options.mode,
-    }
+    return SamplingPlan(
+        rule="fps" if rule == "fps_capped" else rule,
+        fps=fps if rule != "num_frames" else None,
+        num_frames=options.num_frames,
+        max_frames=options.frame_cap if rule != "num_frames" else None,
+        capped_by=capped_by,
+        start=options.start,
+        end=options.end,
+        mode=options.mode,
+    )
 
 
 def nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
