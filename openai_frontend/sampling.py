@@ -7,13 +7,15 @@ constraints and computes the logprobs. The chat API's ``response_format`` and th
 (``{"type": "json_schema"}`` -> ``{"json": schema}``, ``{"type": "json_object"}`` ->
 ``{"json_object": true}``), over vLLM's ``structured_outputs`` extension when both are given.
 
-The llm model names these keys first in its refusals (``"structured_outputs: Failed to ..."``);
-:class:`Sampling` remembers which client parameter stands behind each key, and
-:func:`named_error` turns such a refusal into a 400 naming it (``response_format``).
+The llm model names the key (or the llm input: ``messages``, ``text_input``) a refusal is about as data,
+the error's ``param``; :class:`Sampling` remembers which client parameter stands behind each of them
+(``max_output_tokens`` for ``max_tokens``, ``input`` for ``messages`` ...), and :func:`named_error` turns
+the refusal into a 400 naming that parameter, in ``param`` and in the message.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +23,7 @@ from pydantic import Field
 
 from openai_frontend.errors import OpenAIError, bad_request
 from openai_frontend.schemas.common import Strict, validate
-from video_pipeline.engines.sampling import named_key
+from video_pipeline import contract as C
 from video_pipeline.errors import PipelineError
 
 #: The Responses API's ``include`` value that asks for the output text's logprobs (the only one we take).
@@ -30,11 +32,14 @@ OUTPUT_TEXT_LOGPROBS = "message.output_text.logprobs"
 
 class Sampling(dict[str, Any]):
     """The llm model's ``sampling_parameters`` (a plain JSON object on the wire) and, in ``params``,
-    the client's parameter behind each key the llm model names in its errors."""
+    the client's parameter behind each key (and llm input) the llm model may name in its errors.
+
+    ``values`` are sent under the client's own names (``temperature`` ...) unless ``params`` says
+    otherwise (``{"max_tokens": "max_output_tokens", "messages": "input"}``)."""
 
     def __init__(self, values: Mapping[str, Any] | None = None, params: Mapping[str, str] | None = None) -> None:
         super().__init__(values or {})
-        self.params: dict[str, str] = dict(params or {})
+        self.params: dict[str, str] = {**{key: key for key in self}, **(params or {})}
 
     def put(self, key: str, value: Any, param: str) -> None:
         """Sets ``key`` (when ``value`` is not None), sent by the client as ``param``."""
@@ -43,18 +48,50 @@ class Sampling(dict[str, Any]):
             self.params[key] = param
 
 
+#: llm inputs whose refusals name them, as OpenAI's API names the same thing (a raw prompt is completions' prompt).
+_CLIENT_NAMES = {C.TEXT_INPUT: "prompt"}
+
+
 def named_error(exc: PipelineError, sampling: Mapping[str, Any]) -> BaseException:
-    """A 400 naming the client's parameter for an llm refusal about one of the sampling keys it names
-    first (``structured_outputs: ...`` -> ``param: "response_format"``); any other error as it is."""
-    message = str(exc)
-    match = named_key(message) if exc.http_status == 400 else None
-    if match is None:
+    """A 400 naming the client's parameter for an llm refusal that names its key as data (``exc.param``,
+    a sampling key, a field of one, or an llm input): in ``param``, and in the message where the
+    llm's key stands for it (``max_tokens must be at least 1`` -> ``max_output_tokens must be ...``;
+    ``structured_outputs: Failed ...`` -> ``response_format: Failed ...``). Any other error as it is."""
+    if exc.http_status != 400 or exc.param is None:
         return exc
-    key, sub = match[1], match[2]
-    param = getattr(sampling, "params", {}).get(key, key)
-    where = f"{param} ({key}{sub})" if sub else param
-    return OpenAIError(400, f"{where}: {message[match.end():]}", param=param,
-                       code=getattr(exc, "code", None) or "invalid_value")
+    params: Mapping[str, str] = getattr(sampling, "params", {})
+    key, field = _llm_key(exc.param, params)
+    param = params.get(key, _CLIENT_NAMES.get(key, key))
+    code = exc.code or "invalid_value"
+    message = str(exc)
+    if param == key:  # sent under the llm's name: the field at fault is the client's too
+        return OpenAIError(400, _client_words(message, params), param=f"{key}{field}", code=code)
+    named = f"{key}{field}: "
+    if message.startswith(named):  # the llm names the key first: the client's name takes its place
+        rest = message[len(named):]
+        return OpenAIError(400, f"{param} ({key}{field}): {rest}" if field else f"{param}: {rest}", param=param,
+                           code=code)
+    return OpenAIError(400, _client_words(message, params), param=param, code=code)
+
+
+def _llm_key(param: str, params: Mapping[str, str]) -> tuple[str, str]:
+    """The llm's key an error's ``param`` names and the ``.field`` below it, when it names a field of a key
+    (``structured_outputs.regex`` -> ``structured_outputs``, ``.regex``)."""
+    head, dot, rest = param.partition(".")
+    if dot and head in params:
+        return head, f".{rest}"
+    return param, ""
+
+
+def _client_words(message: str, params: Mapping[str, str]) -> str:
+    """``message`` with each llm key it names as a word standing for a client parameter of another name
+    (``max_tokens`` for ``max_output_tokens``, ``messages`` for ``input``) replaced by that name. A key
+    followed by ``[`` or ``.<field>`` is left as it is: ``messages[1]`` counts the llm's messages, not
+    the client's items."""
+    for key, name in params.items():
+        if key != name:
+            message = re.sub(rf"(?<![\w.]){re.escape(key)}(?![\w\[]|\.\w)", name, message)
+    return message
 
 
 # --- the request shapes ------------------------------------------------------------------------------

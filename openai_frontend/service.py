@@ -14,11 +14,11 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from openai_frontend.backend.base import Backend, Delta, LlmRequest, MediaFailed
 from openai_frontend.budgets import (
@@ -41,12 +41,15 @@ from openai_frontend.sampling import named_error
 from openai_frontend.settings import Settings
 from openai_frontend.tools import tools_for_llm
 from video_pipeline import contract as C
+from video_pipeline.contract import VideoInfo, VideoOptionsDoc
 from video_pipeline.errors import EngineUnavailable, InvalidInput, PipelineError
 from video_pipeline.media.model_media import MediaSettings
 from video_pipeline.media.options import VideoOptions
 from video_pipeline.steps import PreprocessorStep
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -242,11 +245,11 @@ class Service:
         options = [{**video_defaults, **v.window} for v in videos]
         resolved = await self._check_options(videos, options)  # before any download
         budget = RequestBudget(s)
-        fetched = await _all([
+        fetched = await all_of([
             *(self._fetch(v, "video", scope, attachments, budget) for v in videos),
             *(self._fetch(i, "image", scope, attachments, budget) for i in images),
         ])
-        audio_data = await _all([self._fetch(a, "audio", scope, attachments, budget) for a in audios])
+        audio_data = await all_of([self._fetch(a, "audio", scope, attachments, budget) for a in audios])
         video_data, image_data = fetched[: len(videos)], fetched[len(videos):]
         if videos or images:
             # Headers before decoding: sizes, durations, and whether the videos can fit the context at all.
@@ -310,13 +313,14 @@ class Service:
 
     def _decoded(self, parts: list[str], infos: list[dict[str, Any]], context: int | None) -> None:
         """The media models' answer for a request's videos: refused when they cannot fit, counted."""
-        check_context([(where, int(i.get("num_video_tokens") or 0)) for where, i in zip(parts, infos, strict=True)],
+        docs = [VideoInfo.from_dict(i) for i in infos]
+        check_context([(where, int(d.num_video_tokens or 0)) for where, d in zip(parts, docs, strict=True)],
                       context, estimated=False)
-        self.metrics.videos.inc(len(infos))
-        self.metrics.frames.inc(sum(int(i.get("num_frames", 0)) for i in infos))
-        for info in infos:
-            if info.get("cache") in ("hit", "miss", "off"):
-                self.metrics.media_cache.labels(result=info["cache"]).inc()
+        self.metrics.videos.inc(len(docs))
+        self.metrics.frames.inc(sum(int(d.num_frames or 0) for d in docs))
+        for doc in docs:
+            if doc.cache in ("hit", "miss", "off"):
+                self.metrics.media_cache.labels(result=doc.cache).inc()
 
     async def _check_options(self, refs: list[VideoRef], options: list[dict[str, Any]]) -> list[VideoOptions]:
         """Each video's options as the media models will read them, refused early when out of budget."""
@@ -409,7 +413,7 @@ class Service:
                 raise self._media_error(exc.error, request.video_parts, request.audio_parts,
                                         request.embeds_parts) from None
             except InvalidInput as exc:  # a refused structured_outputs / logit_bias ...: named as the client sent it
-                raise named_error(client_named(exc, request.sampling), request.sampling) from None
+                raise named_error(exc, request.sampling) from None
 
     async def start_stream(self, request: LlmRequest) -> AsyncIterator[Delta]:
         """The llm model's deltas once the first has arrived, so that errors the model finds
@@ -453,13 +457,13 @@ def _wire(ref: VideoRef, data: bytes | FrameList | StoredVideo | None, options: 
     video_decoder records it as an alias of the content, or (an empty element) serves it from its cache."""
     element, doc = (b"", dict(options)) if data is None else wire_video(data, options)
     if ref.uuid is not None:
-        doc[C.MEDIA_UUID] = scoped_uuid(scope, ref.uuid, ref.where)
+        doc.update(VideoOptionsDoc(uuid=scoped_uuid(scope, ref.uuid, ref.where)).to_dict())
     return element, doc
 
 
-async def _all(coroutines: list[Any]) -> list[Any]:
-    """Results of all ``coroutines``, run concurrently; the first failure cancels the others."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
+async def all_of(work: Sequence[Awaitable[T]]) -> list[T]:
+    """Every result, run concurrently; the first failure cancels the rest."""
+    tasks = [asyncio.ensure_future(w) for w in work]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
@@ -493,16 +497,3 @@ def check_embeds_asked(embeds: list[EmbedsRef], images: list[ImageRef], engine: 
     if images:
         raise OpenAIError(400, f"{embeds[0].where}: mixing raw image and embedding inputs is not allowed",
                           param=embeds[0].where, code="invalid_value")
-
-
-#: llm inputs whose refusals name them, as OpenAI's API names the same thing (a raw prompt is completions' prompt).
-_CLIENT_NAMES = {C.TEXT_INPUT: "prompt"}
-
-
-def client_named(exc: PipelineError, sampling: Mapping[str, Any]) -> PipelineError:
-    """``exc`` with its ``param`` (a sampling key or an llm input, as the llm model names it) as the client
-    sent it, where the request's :class:`~openai_frontend.sampling.Sampling` recorded the client's name for
-    that key (``max_completion_tokens`` for ``max_tokens`` ...)."""
-    if exc.param is not None:
-        exc.param = getattr(sampling, "params", {}).get(exc.param, _CLIENT_NAMES.get(exc.param, exc.param))
-    return exc

@@ -6,23 +6,27 @@ the prompt in front of each choice's text (the first chunk of it, when streamed)
 prompt. Stream: chunks as the choices' text arrives, the last chunk of a choice with its
 ``finish_reason``, then with ``stream_options.include_usage`` a last chunk with ``choices: []``
 and the usage, then ``data: [DONE]``.
+
+With ``logprobs`` a choice carries the engine's per-token logprobs in the legacy shape,
+``{"tokens", "token_logprobs", "top_logprobs", "text_offset"}`` (:func:`legacy_logprobs`); each stream
+chunk those of its own tokens, their offsets counted in the choice's whole text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from openai_frontend.backend.base import Delta
 from openai_frontend.errors import from_exception
 from openai_frontend.service import Completion, Service, Usage
+from openai_frontend.service import all_of as all_of  # re-exported: the router takes it beside start_all
 from openai_frontend.sse import DONE, data_event
 
-T = TypeVar("T")
 #: Deltas buffered per request while several prompts stream into one answer.
 MERGE_BUFFER = 16
 
@@ -32,10 +36,32 @@ def usage_body(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+def legacy_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+    """llm's ``logprobs`` (one entry per token) as a legacy Completions choice's, as vLLM answers them:
+    ``tokens``, ``token_logprobs``, ``top_logprobs`` (per token ``{token: logprob}``, the sampled token
+    first, then the most likely ones) and ``text_offset`` (where each token starts in the choice's text,
+    the first at ``offset``); null when the request asked for none."""
+    if entries is None:
+        return None
+    body: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for entry in entries:
+        token, logprob = str(entry.get("token", "")), float(entry.get("logprob", 0.0))
+        top = {token: logprob}
+        for alt in entry.get("top") or ():
+            top.setdefault(str(alt.get("token", "")), float(alt.get("logprob", 0.0)))
+        body["tokens"].append(token)
+        body["token_logprobs"].append(logprob)
+        body["top_logprobs"].append(top)
+        body["text_offset"].append(offset)
+        offset += len(token)
+    return body
+
+
 def completion_body(request_id: str, created: int, model: str, completions: Sequence[Completion],
                     prompts: Sequence[str], n: int, echo: bool) -> dict[str, Any]:
     """The text_completion object of every prompt's completion."""
-    choices = [{"index": p * n + c.index, "text": (prompts[p] if echo else "") + c.text, "logprobs": None,
+    choices = [{"index": p * n + c.index, "text": (prompts[p] if echo else "") + c.text,
+                "logprobs": legacy_logprobs(c.logprobs, len(prompts[p]) if echo else 0),
                 "finish_reason": c.finish_reason}
                for p, completion in enumerate(completions) for c in completion.choices]
     return {"id": request_id, "object": "text_completion", "created": created, "model": model,
@@ -68,6 +94,7 @@ class CompletionStream:
                      started: float | None = None) -> AsyncIterator[bytes]:
         usages = [Usage() for _ in self.prompts]
         echoed: set[int] = set()
+        sent: dict[int, int] = {}  # per choice, the length of its text so far: where its next tokens start
         first_text = True
         async with aclosing(merged(streams)) as deltas:  # closing it cancels every Triton request
             try:
@@ -78,13 +105,15 @@ class CompletionStream:
                     if self.echo and index not in echoed:
                         text = self.prompts[p] + text
                         echoed.add(index)
-                    if not text and not delta.finish_reason:
+                    if not text and not delta.finish_reason and not delta.logprobs:
                         continue
                     if text and first_text and started is not None:
                         service.metrics.time_to_first_token.observe(time.perf_counter() - started)
                         first_text = False
+                    start = sent.get(index, 0) + len(text) - len(delta.text)  # after an echoed prompt
+                    sent[index] = sent.get(index, 0) + len(text)
                     usage = usage_body(usages[p].prompt_tokens, usages[p].per_choice.get(delta.index, 0))
-                    yield self.chunk([{"index": index, "text": text, "logprobs": None,
+                    yield self.chunk([{"index": index, "text": text, "logprobs": legacy_logprobs(delta.logprobs, start),
                                        "finish_reason": delta.finish_reason}], usage)
                 for usage in usages:
                     service.observe(usage)
@@ -99,18 +128,6 @@ class CompletionStream:
                 service.metrics.error(path, err.code)
                 yield data_event(err.body())
             yield DONE
-
-
-async def all_of(work: Sequence[Awaitable[T]]) -> list[T]:
-    """Every result, run concurrently; the first failure cancels the rest."""
-    tasks = [asyncio.ensure_future(w) for w in work]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def start_all(service: Service, requests: Sequence[Any]) -> list[AsyncIterator[Delta]]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fastapi import APIRouter, Request
 
 from openai_frontend.backend.base import TokenizeRequest as LlmTokenize
@@ -12,19 +14,28 @@ from openai_frontend.routers.common import check_model, service_of
 from openai_frontend.schemas.chat import ChatCompletionRequest
 from openai_frontend.schemas.common import read_json, validate
 from openai_frontend.schemas.completions import DetokenizeRequest, TokenizeRequest
+from openai_frontend.service import Service
 from video_pipeline import contract as C
 from video_pipeline.errors import PipelineError
 
 router = APIRouter()
 
+B = TypeVar("B", TokenizeRequest, DetokenizeRequest)
 
-@router.post("/tokenize")
-async def tokenize(request: Request) -> dict:
+
+async def _checked(request: Request, schema: type[B]) -> tuple[Service, B]:
+    """The app's service and the request's body, its model (when it names one) and its fields checked."""
     service = service_of(request)
-    body = validate(TokenizeRequest, await read_json(request, service.settings.max_body_bytes))
+    body = validate(schema, await read_json(request, service.settings.max_body_bytes))
     if body.model is not None:
         check_model(body.model, service)
     body.check()
+    return service, body
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request) -> dict:
+    service, body = await _checked(request, TokenizeRequest)
     if body.prompt is not None:
         asked = LlmTokenize(request_id=engine_request_id(), prompt=body.prompt, options=body.options())
     else:
@@ -50,11 +61,7 @@ async def tokenize(request: Request) -> dict:
 
 @router.post("/detokenize")
 async def detokenize(request: Request) -> dict:
-    service = service_of(request)
-    body = validate(DetokenizeRequest, await read_json(request, service.settings.max_body_bytes))
-    if body.model is not None:
-        check_model(body.model, service)
-    body.check()
+    service, body = await _checked(request, DetokenizeRequest)
     if not body.tokens:
         return {"prompt": ""}
     try:

@@ -24,7 +24,7 @@ from openai_frontend.errors import OpenAIError, bad_request
 from openai_frontend.media.options import part_window
 from openai_frontend.media.urls import VLLM_FILE_SCHEME, file_id_of
 from openai_frontend.sampling import OUTPUT_TEXT_LOGPROBS, Sampling, logprobs_count, structured_from_format
-from openai_frontend.schemas.chat import file_ref
+from openai_frontend.schemas.chat import VideoURL, file_ref
 from openai_frontend.schemas.common import (
     InputAudio,
     SamplingFields,
@@ -44,6 +44,7 @@ from openai_frontend.tools import (
     responses_tools,
     tools_request,
 )
+from video_pipeline import contract as C
 from video_pipeline.engines.sampling import STRUCTURED_OUTPUTS
 
 PART_TYPES = ("input_text", "input_image", "input_video", "input_audio", "input_file", "output_text")
@@ -67,12 +68,6 @@ class InputImage(Strict):
     file_id: str | None = None
     detail: Literal["auto", "low", "high"] | None = None
     uuid: str | None = None
-
-
-class VideoURL(Strict):
-    url: str
-    start: float | None = None
-    end: float | None = None
 
 
 class InputVideo(Strict):
@@ -150,7 +145,9 @@ class ResponsesRequest(SamplingFields):
         refuse_if(self.reasoning is not None and any(v is not None for v in self.reasoning.values()), "reasoning")
 
     def generation_sampling(self) -> dict[str, Any]:
-        sampling = Sampling(self.sampling(self.max_output_tokens))
+        # the llm's refusals name its keys and inputs: here the client's are max_output_tokens and input
+        sampling = Sampling(self.sampling(self.max_output_tokens), {"max_tokens": "max_output_tokens",
+                                                                    C.MESSAGES: "input"})
         fmt = self.text.format if self.text is not None else None
         constraint = None if fmt is None else structured_from_format(fmt, "text.format", "")
         if constraint is not None and self.structured_outputs is not None:  # as vLLM refuses it
@@ -209,11 +206,7 @@ def _part(raw: Any, where: str) -> Part:
     if isinstance(part, (InputText, OutputText)):
         return part.text
     if isinstance(part, InputFile):  # read as the video, image or audio the file is
-        given = [k for k in ("file_id", "file_data", "file_url") if getattr(part, k) is not None]
-        if len(given) != 1:
-            raise OpenAIError(400, f"{where}: give exactly one of file_id, file_data or file_url",
-                              param=f"{where}.file_id", code="missing_required_parameter" if not given
-                              else "invalid_value")
+        _one_of(part, ("file_id", "file_data", "file_url"), where)
         if part.file_url is not None:
             if not part.file_url.startswith(VLLM_FILE_SCHEME):
                 raise OpenAIError(400, f"{where}.file_url: only vllm-file://<file id> is supported (use "
@@ -222,11 +215,7 @@ def _part(raw: Any, where: str) -> Part:
             return FileRef(url=_file_id(part.file_url, where, "file_url"), where=f"{where}.file_url")
         return file_ref(part.file_id, part.file_data, part.filename, where)
     if isinstance(part, InputAudioItem):
-        given = [k for k in ("input_audio", "audio_url", "file_id") if getattr(part, k) is not None]
-        if len(given) != 1:
-            raise OpenAIError(400, f"{where}: give exactly one of input_audio, audio_url or file_id",
-                              param=f"{where}.input_audio", code="missing_required_parameter" if not given
-                              else "invalid_value")
+        _one_of(part, ("input_audio", "audio_url", "file_id"), where)
         if part.input_audio is not None:
             return AudioRef(url=audio_data_url(part.input_audio, f"{where}.input_audio"),
                             where=f"{where}.input_audio")
@@ -257,6 +246,15 @@ def _part(raw: Any, where: str) -> Part:
         return VideoRef(url=media_url(url, part.uuid, f"{where}.video_url", where), where=f"{where}.video_url",
                         window=part_window(start, end, where), uuid=part.uuid)
     raise OpenAIError(400, f"{where}.type: unsupported content part", param=f"{where}.type")
+
+
+def _one_of(part: Strict, fields: tuple[str, ...], where: str) -> None:
+    """Refuses a part that gives none, or more than one, of ``fields`` (the first names the parameter)."""
+    given = [k for k in fields if getattr(part, k) is not None]
+    if len(given) != 1:
+        raise OpenAIError(400, f"{where}: give exactly one of {', '.join(fields[:-1])} or {fields[-1]}",
+                          param=f"{where}.{fields[0]}", code="missing_required_parameter" if not given
+                          else "invalid_value")
 
 
 def _file_id(value: str, where: str, field: str = "file_id") -> str:
