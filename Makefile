@@ -2,9 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# `make test` runs the suite in this many processes (pytest-xdist; 0: one process), each module whole in
-# one of them; each process starts its own session stack (tritonserver + shim) when it first needs one.
-PYTEST_WORKERS ?= 2
+# PYTEST_WORKERS=2: `make test` in two processes (pytest-xdist, each module whole in one of them; each
+# process starts its own session stack when it first needs one). 0, the default: one process, as CI runs it
+# (two on 2 cores reach a load of ~19, under which tritonserver 2.51 once never finished loading llm).
+PYTEST_WORKERS ?= 0
 
 TINY := .tiny/qwen2_vl
 
@@ -21,7 +22,7 @@ tiny-model: setup
 
 ## Set up (if needed) and run the whole test suite: unit, then end-to-end on a real tritonserver.
 test: setup
-	$(PY) -m pytest -ra -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(PY) -m pytest -ra $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadscope) $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest -ra tests/unit $(PYTEST_ARGS)

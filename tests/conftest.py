@@ -33,10 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Tests that break the shared server (an engine killed on purpose) run after all the others. `make test`
-    # runs the suite in two processes (pytest-xdist, --dist loadscope: each module whole in one of them, in
-    # collection order), so the destructive module is also the last handed out: each process starts its
-    # own session stack when it first needs one, and nothing runs on a stack after it was broken.
+    # Tests that break the shared server (an engine killed on purpose) run after all the others. With
+    # `make test PYTEST_WORKERS=2` (pytest-xdist, --dist loadscope: each module whole in one process, in
+    # collection order) the destructive module is also the last handed out, so nothing runs on a stack
+    # after it was broken; each process starts its own session stack when it first needs one.
     items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)
 
 
