@@ -24,7 +24,6 @@ from typing import Any
 from openai_frontend.backend.base import Delta
 from openai_frontend.errors import from_exception
 from openai_frontend.service import Completion, Service, Usage
-from openai_frontend.service import all_of as all_of  # re-exported: the router takes it beside start_all
 from openai_frontend.sse import DONE, data_event
 
 #: Deltas buffered per request while several prompts stream into one answer.

@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse, Response
 from openai_frontend.backend.base import LlmRequest
 from openai_frontend.logging_config import engine_request_id
 from openai_frontend.outputs.chat import now
-from openai_frontend.outputs.completions import CompletionStream, all_of, completion_body, start_all
+from openai_frontend.outputs.completions import CompletionStream, completion_body, start_all
 from openai_frontend.routers.common import check_model, service_of
 from openai_frontend.schemas.common import read_json, validate
 from openai_frontend.schemas.completions import CompletionRequest
+from openai_frontend.service import all_of
 from openai_frontend.sse import EventStreamResponse, until_disconnected
 
 router = APIRouter()
