@@ -22,7 +22,7 @@ tiny-model: setup
 
 ## Set up (if needed) and run the whole test suite: unit, then end-to-end on a real tritonserver.
 test: setup
-	$(PY) -m pytest -ra $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadscope) $(PYTEST_ARGS)
+	$(PY) -m pytest -ra --durations=25 $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadscope) $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest -ra tests/unit $(PYTEST_ARGS)

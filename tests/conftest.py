@@ -40,6 +40,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test's report tells how each tritonserver of this process stands: a server that died under a
+    test (CI shows only the report) gets its exit status and its log's tail beside the traceback."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    from video_pipeline.launch import TritonServer
+
+    for server in TritonServer.started():
+        status = server.exit_status()
+        if status is not None:
+            report.sections.append((f"tritonserver {server.grpc_url} {status}", server.log_tail(60)))
+
+
 def build_tiny_model(arch: str = "qwen2_vl", out: Path = TINY_MODEL) -> Path:
     """The tiny ``arch`` model in ``out``, built once in this test run."""
     return built_once(out, lambda folder: subprocess.run(

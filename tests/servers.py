@@ -101,8 +101,13 @@ class ShimProcess:
         """SIGKILL the process group: no shutdown hook runs (no lease handed back, no temp file removed)."""
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        from video_pipeline.launch import group_members
+
+        # A reaped leader's pid is free once its group is empty: killpg on it then could hit a newer process
+        # group (pids wrap at 32768 here), e.g. a tritonserver's.
+        if self.proc.poll() is None or group_members(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
         self.proc = None
 

@@ -45,6 +45,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,11 +266,13 @@ def kill_group(pgid: int, timeout_s: float = 10.0) -> list[int]:
     killed: list[int] = []
     deadline = time.monotonic() + timeout_s
     while True:
-        with _suppress_lookup():
-            os.killpg(pgid, signal.SIGKILL)
+        # Members first: once the group is empty its id (a reaped leader's pid) is free, and killpg on it could
+        # hit a newer group whose leader took that pid (pids wrap, at 32768 on many machines).
         members = group_members(pgid)
         if not members:
             return killed
+        with _suppress_lookup():
+            os.killpg(pgid, signal.SIGKILL)
         for pid in members:
             with _suppress_lookup():
                 os.kill(pid, signal.SIGKILL)
@@ -317,7 +320,7 @@ def port_holder(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-@dataclass
+@dataclass(eq=False)  # identity: kept in a WeakSet
 class TritonServer:
     """One tritonserver process on loopback ports; a context manager."""
 
@@ -343,6 +346,7 @@ class TritonServer:
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
+        _SERVERS.add(self)
         self.http_port = self.http_port or free_port()
         self.grpc_port = self.grpc_port or free_port()
         self.metrics_port = self.metrics_port or free_port()
@@ -458,6 +462,22 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    @staticmethod
+    def started() -> list[TritonServer]:
+        """The servers of this process that were started and not stopped (for a test's failure report)."""
+        return [server for server in list(_SERVERS) if server.proc is not None]
+
+    def exit_status(self) -> str | None:
+        """None while the process runs; else how it ended, in words (a signal by name)."""
+        code = None if self.proc is None else self.proc.poll()
+        if code is None:
+            return None
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            hint = " (the kernel's OOM killer, or a supervisor?)" if -code == signal.SIGKILL else ""
+            return f"killed by {name}{hint}"
+        return f"exited with status {code}"
+
     def log_tail(self, lines: int = 80) -> str:
         if self.log_path is None or not Path(self.log_path).exists():
             return ""
@@ -489,6 +509,9 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_SERVERS: weakref.WeakSet[TritonServer] = weakref.WeakSet()
 
 
 class Supervisor:
