@@ -20,6 +20,7 @@ else, so it never fails another replica's live job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -318,6 +319,8 @@ class SharedJobManager(JobManager):
         self._stop = threading.Event()
         self._leases: asyncio.Task[None] | None = None
         self._listener: threading.Thread | None = None
+        #: This replica's own channel, NOTIFYed at shutdown so its listener stops at once.
+        self._stop_channel = f"vlt_video_stop_{secrets.token_hex(6)}"
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -347,6 +350,8 @@ class SharedJobManager(JobManager):
         except StoreUnavailable as exc:
             logger.warning("videos: could not hand back running jobs (their leases will expire): %s", exc.message)
         if self._listener is not None:
+            with contextlib.suppress(StoreUnavailable):  # it stops within its 0.5-s timeout anyway
+                await asyncio.to_thread(self.store.notify, self._stop_channel, "")
             await asyncio.to_thread(self._listener.join, 5)
         await asyncio.to_thread(self.store.close)
 
@@ -473,8 +478,11 @@ class SharedJobManager(JobManager):
                 conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                 conn.execute(f"LISTEN {WAKE_CHANNEL}")
                 self._soon(self._wake.set)  # whatever was missed while not listening
+                conn.execute(f"LISTEN {self._stop_channel}")
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=0.5):
+                        if self._stop.is_set():
+                            break  # shutdown's NOTIFY on the stop channel: no wait for the timeout
                         self._soon(self._on_notify, note.channel, note.payload)
             except Exception as exc:  # noqa: BLE001 - the connection dropped: listen again
                 logger.warning("videos: LISTEN connection lost (%s); reconnecting", exc)
