@@ -34,7 +34,6 @@ import multiprocessing as mp
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perf.clips import clip_by_name, ensure_clips  # noqa: E402
-from perf.results import replace_section  # noqa: E402
+from perf.results import machine_load, publish  # noqa: E402
 
 logger = logging.getLogger(__name__)
 CONCURRENCY = 4
@@ -260,12 +259,9 @@ def main() -> int:
         logger.info("%s: alone %.2f s, %.2f decodes/s at %d", r.name, r.single, r.throughput, CONCURRENCY)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     body = markdown(results, args, f"{spec.name} ({spec.description}, {spec.path.stat().st_size / 1e6:.1f} MB)",
-                    cores, load)
-    print(body)
-    if not args.no_write:
-        replace_section(ROOT / "perf" / "RESULTS.md", SECTION, body)
+                    cores, machine_load())
+    publish(SECTION, body, write=not args.no_write)
     return 0
 
 

@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from perf.bench_vs_vllm import Cell, Server, data_url, engine_args, ours_command, run_cell, salted  # noqa: E402
 from perf.clips import clip_by_name, ensure_clips  # noqa: E402
-from perf.results import replace_section  # noqa: E402
+from perf.results import machine_load, publish  # noqa: E402
 from video_pipeline.launch import free_port  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -149,11 +148,8 @@ def main() -> int:
     finally:
         for sub in work.glob("files-*"):
             shutil.rmtree(sub, ignore_errors=True)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    body = markdown(rows, args, f"{spec.name} ({spec.description}, {len(clip) / 1e6:.1f} MB)", load)
-    print(body)
-    if not args.no_write:
-        replace_section(ROOT / "perf" / "RESULTS.md", SECTION, body)
+    body = markdown(rows, args, f"{spec.name} ({spec.description}, {len(clip) / 1e6:.1f} MB)", machine_load())
+    publish(SECTION, body, write=not args.no_write)
     return 0
 
 

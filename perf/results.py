@@ -18,3 +18,17 @@ def replace_section(path: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text.rstrip() + "\n")
+
+
+def machine_load() -> str:
+    """What `uptime` prints (load averages), written beside a benchmark's numbers."""
+    import subprocess
+
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def publish(name: str, body: str, write: bool = True) -> None:
+    """Prints a benchmark's section and, unless ``write`` is false (--no-write), puts it in perf/RESULTS.md."""
+    print(body)
+    if write:
+        replace_section(Path(__file__).resolve().parent / "RESULTS.md", name, body)
