@@ -16,8 +16,10 @@ Decoder scale. Triton's config cannot compute from the machine, so ``video_decod
 ``count`` in config.pbtxt is what a plain ``tritonserver`` uses, and this launcher sizes
 the decoder from the CPU cores it may use (affinity and cgroup quota, :func:`usable_cores`):
 instances = min(cores, 8), FFmpeg threads per instance = max(1, cores // instances)
-(:func:`decoder_scale`). Once the server is ready it reloads ``video_decoder`` with that
-instance count and ``threads`` parameter through Triton's repository API (a config override:
+(:func:`decoder_scale`), and ``workers`` = cores // threads decode slots, which one decode may use
+at once to split its GOPs while no other decode holds them (video_pipeline.media.cores).
+Once the server is ready it reloads ``video_decoder`` with that
+instance count and the ``threads`` and ``workers`` parameters through Triton's repository API (a config override:
 the files are not touched, and the ensembles keep the reloaded decoder). A ``threads``
 parameter set in config.pbtxt is kept; so is an instance group that is not one KIND_CPU group
 (GPU decoding). ``VLT_DECODER_INSTANCES`` / ``--decoder-instances`` and
@@ -31,7 +33,6 @@ import argparse
 import importlib.util
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -48,6 +49,8 @@ import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from video_pipeline.media.cores import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -108,52 +111,33 @@ def decoder_scale(cores: int, instances: int = 0, threads: int = 0,
     return DecoderScale(n, threads or max(1, cores // n))
 
 
-def cgroup_cpu_limit(cpu_max: str | None) -> int | None:
-    """Whole cores allowed by a cgroup v2 ``cpu.max`` line ("max 100000" or "150000 100000"); None: no limit."""
-    if not cpu_max:
-        return None
-    parts = cpu_max.split()
-    if len(parts) != 2 or parts[0] == "max":
-        return None
-    try:
-        quota, period = int(parts[0]), int(parts[1])
-    except ValueError:
-        return None
-    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
-
-
-def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        limit = cgroup_cpu_limit(Path("/sys/fs/cgroup/cpu.max").read_text())
-    except OSError:
-        limit = None
-    return max(1, min(cores, limit or cores))
-
-
 def scaled_decoder_config(config: dict, cores: int, instances: int = 0, threads: int = 0) -> dict | None:
-    """``video_decoder``'s config (Triton's JSON) with the instance count and ``threads`` chosen from
-    ``cores``; None when there is nothing to change or it is not ours to change (not one KIND_CPU group)."""
+    """``video_decoder``'s config (Triton's JSON) with the instance count, ``threads`` and ``workers`` (decode
+    slots, ``cores // threads``: see video_pipeline.media.cores) chosen from ``cores``; None when there is
+    nothing to change or it is not ours to change (not one KIND_CPU group)."""
     groups = config.get("instance_group") or []
     if len(groups) != 1 or groups[0].get("kind", "KIND_CPU") != "KIND_CPU":
         return None  # GPU decoding, or several groups: the operator placed them
     params = config.get("parameters") or {}
-    configured = (params.get("threads") or {}).get("string_value", "")
-    try:
-        pinned = int(configured) if configured else 0
-    except ValueError:
-        raise LaunchError(f"{DECODER}: parameter threads must be an integer, got {configured!r}") from None
+    pinned, pinned_workers = (_int_param(params, name) for name in ("threads", "workers"))
     scale = decoder_scale(cores, instances, threads or pinned)
-    if groups[0].get("count") == scale.instances and pinned == scale.threads:
+    workers = pinned_workers or max(1, cores // scale.threads)
+    if groups[0].get("count") == scale.instances and (pinned, pinned_workers) == (scale.threads, workers):
         return None
     out = json.loads(json.dumps(config))
     out["instance_group"][0]["count"] = scale.instances
     out.setdefault("parameters", {})["threads"] = {"string_value": str(scale.threads)}
+    out["parameters"]["workers"] = {"string_value": str(workers)}
     return out
+
+
+def _int_param(params: dict, name: str) -> int:
+    """A config.pbtxt parameter of video_decoder's as an integer; 0 where unset."""
+    configured = (params.get(name) or {}).get("string_value", "")
+    try:
+        return int(configured) if configured else 0
+    except ValueError:
+        raise LaunchError(f"{DECODER}: parameter {name} must be an integer, got {configured!r}") from None
 
 
 def _env_int(name: str) -> int:
@@ -421,8 +405,9 @@ class TritonServer:
         if scaled is None:
             logger.info("%s: keeping config.pbtxt's instance_group and threads", DECODER)
             return
-        logger.info("%s: %d instance(s) x %s FFmpeg thread(s) on %d usable core(s)", DECODER,
-                    scaled["instance_group"][0]["count"], scaled["parameters"]["threads"]["string_value"], cores)
+        logger.info("%s: %d instance(s) x %s FFmpeg thread(s), %s decode slot(s) on %d usable core(s)", DECODER,
+                    scaled["instance_group"][0]["count"], scaled["parameters"]["threads"]["string_value"],
+                    scaled["parameters"]["workers"]["string_value"], cores)
         self._post_json(f"/v2/repository/models/{DECODER}/load", {"parameters": {"config": json.dumps(scaled)}})
         self.wait_ready()
 

@@ -14,10 +14,10 @@ from video_pipeline.launch import (
     DecoderScale,
     LaunchError,
     TritonServer,
-    cgroup_cpu_limit,
     decoder_scale,
     scaled_decoder_config,
 )
+from video_pipeline.media.cores import cgroup_cpu_limit
 
 # --- the choice ------------------------------------------------------------------------------------
 
@@ -75,10 +75,11 @@ def test_usable_cores_returns_at_most_the_affinity() -> None:
     assert 1 <= launch.usable_cores() <= len(os.sched_getaffinity(0))
 
 
-def _config(count: int = 2, kind: str = "KIND_CPU", threads: str | None = None) -> dict:
+def _config(count: int = 2, kind: str = "KIND_CPU", threads: str | None = None, workers: str | None = None) -> dict:
     params = {"max_width": {"string_value": "8192"}, "served_model": {"string_value": "../llm/1/model.json"}}
-    if threads is not None:
-        params["threads"] = {"string_value": threads}
+    for name, value in (("threads", threads), ("workers", workers)):
+        if value is not None:
+            params[name] = {"string_value": value}
     return {"name": "video_decoder", "backend": "python",
             "instance_group": [{"name": "video_decoder_0", "kind": kind, "count": count, "gpus": []}],
             "parameters": params}
@@ -102,7 +103,20 @@ def test_scaled_decoder_config_sets_one_thread_when_two_cores() -> None:
 
 
 def test_scaled_decoder_config_returns_none_when_already_scaled() -> None:
-    assert scaled_decoder_config(_config(count=2, threads="1"), cores=2) is None
+    assert scaled_decoder_config(_config(count=2, threads="1", workers="2"), cores=2) is None
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, "1"), (2, "2"), (16, "8"), (32, "8")])
+def test_scaled_decoder_config_sets_one_decode_slot_per_threads_worth_of_cores(cores: int, workers: str) -> None:
+    out = scaled_decoder_config(_config(), cores=cores)
+    assert out is not None and out["parameters"]["workers"] == {"string_value": workers}
+
+
+def test_scaled_decoder_config_keeps_workers_when_config_pbtxt_sets_them() -> None:
+    out = scaled_decoder_config(_config(workers="1"), cores=16)
+    assert out is not None and out["parameters"]["workers"] == {"string_value": "1"}
+    with pytest.raises(LaunchError, match="workers must be an integer"):
+        scaled_decoder_config(_config(workers="two"), cores=16)
 
 
 def test_scaled_decoder_config_keeps_threads_when_config_pbtxt_sets_them() -> None:
@@ -120,9 +134,10 @@ def test_scaled_decoder_config_changes_only_the_scale_when_the_committed_config_
     out = scaled_decoder_config(json_format.MessageToDict(committed, preserving_proto_field_name=True), cores=16)
     assert out is not None
     scaled = json_format.ParseDict(out, type(committed)())  # strict: a misspelt field would raise here
-    assert (scaled.instance_group[0].count, scaled.parameters["threads"].string_value) == (8, "2")
+    assert (scaled.instance_group[0].count, scaled.parameters["threads"].string_value,
+            scaled.parameters["workers"].string_value) == (8, "2", "8")
     scaled.instance_group[0].count = committed.instance_group[0].count
-    del scaled.parameters["threads"]
+    del scaled.parameters["threads"], scaled.parameters["workers"]
     assert scaled == committed
 
 
@@ -236,7 +251,7 @@ def test_scale_decoder_leaves_config_when_scale_is_config(fake_triton: FakeTrito
 
 def test_scale_decoder_does_not_reload_when_config_already_matches(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeTriton(_config(count=2, threads="1"))
+    fake = FakeTriton(_config(count=2, threads="1", workers="2"))
     try:
         monkeypatch.setattr(launch, "usable_cores", lambda: 2)
         _server(fake, decoder_scale="cores").scale_decoder()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ import numpy as np
 
 from video_pipeline.contract import VideoMetadata
 from video_pipeline.errors import DecodeTimeout, InvalidInput, MediaTooLarge
+from video_pipeline.media.cores import borrowed_cores
 from video_pipeline.media.facts import (
     Source,
     check_video,
@@ -118,18 +120,21 @@ def decode_video(
             stream = _video_stream(container, limits)
             index = _build_window_index(container, stream, limits, deadline, options.start, options.end)
             if index is not None:
-                return _decode_indexed(container, stream, index, options, limits, deadline, media)
+                return _decode_indexed(container, stream, index, options, limits, deadline, media,
+                                       reopen=lambda: _open(source, limits))
     with _open(source, limits) as container:
         stream = _video_stream(container, limits)
         index = _build_index(container, stream, limits, deadline)
-        return _decode_indexed(container, stream, index, options, limits, deadline, media)
+        return _decode_indexed(container, stream, index, options, limits, deadline, media,
+                               reopen=lambda: _open(source, limits))
 
 
 def _decode_indexed(
     container: Any, stream: Any, index: _Index, options: VideoOptions, limits: DecodeLimits, deadline: Deadline,
-    media: MediaSettings | None = None,
+    media: MediaSettings | None = None, reopen: Callable[[], Any] | None = None,
 ) -> DecodedVideo:
-    """The decode pass over an indexed stream (whole video or a window)."""
+    """The decode pass over an indexed stream (whole video or a window); ``reopen`` (another container of
+    the input) lets it split the GOPs over the decode slots it finds free (``limits.workers``)."""
     tb = stream.time_base or Fraction(1, 90000)
     pts0 = int(index.pts[0]) if index.pts0 is None else index.pts0
     times = (index.pts - pts0).astype(np.float64) * float(tb)
@@ -162,7 +167,8 @@ def _decode_indexed(
         )
     conv = _Converter(len(chosen), cc.height, cc.width, out_size, limits, tb)
     wanted = {int(index.pts[i]): k for k, i in enumerate(chosen)}
-    got = _decode_selected(container, stream, index, chosen, wanted, conv, limits, deadline)
+    with borrowed_cores(limits.workers if reopen is not None else 1) as workers:
+        got = _decode_selected(container, stream, index, chosen, wanted, conv, limits, deadline, reopen, workers)
     if not got.all():
         # Samples the seek path could not produce (no timestamps, open GOP, broken index).
         if index.has_pts:
@@ -462,6 +468,7 @@ class _Converter:
         self.rotation = self.k = 0
         self.disp_h, self.disp_w = coded_h, coded_w
         self.out_h = self.out_w = self.h = self.w = 0
+        self._lock = threading.Lock()
 
     def _start(self, frame: Any) -> np.ndarray:
         self.rotation = _frame_rotation(frame)
@@ -491,7 +498,9 @@ class _Converter:
 
     def put(self, slot: int, frame: Any) -> None:
         if self.out is None:
-            self.out = self._start(frame)
+            with self._lock:  # GOP workers (see _decode_selected) may bring their first frames at once
+                if self.out is None:
+                    self.out = self._start(frame)
         rgb = frame.reformat(width=self.w, height=self.h, format="rgb24", interpolation="BICUBIC").to_ndarray()
         if self.k:
             rgb = np.rot90(rgb, k=-self.k)
@@ -507,26 +516,86 @@ def _decode_selected(
     conv: _Converter,
     limits: DecodeLimits,
     deadline: Deadline,
+    reopen: Callable[[], Any] | None = None,
+    workers: int = 1,
 ) -> np.ndarray:
-    """Seek-and-decode-forward, one run per GOP holding samples; returns which slots were filled."""
+    """Seek-and-decode-forward, one run per GOP holding samples; returns which slots were filled.
+
+    With ``workers`` > 1 and ``reopen`` (a context manager giving another container of the same
+    input) the GOPs are split into that many contiguous shares of about equal decode cost, each
+    decoded on its own container in a thread (FFmpeg's decode and scaler run without the GIL)."""
     got = np.zeros(len(chosen), dtype=bool)
     if not index.has_pts:
         return got
     key_pts = index.pts[index.key]
     if len(key_pts) == 0:
         return got
-    cc = stream.codec_context
     gop_of = np.maximum(np.searchsorted(key_pts, np.asarray(sorted(wanted)), side="right") - 1, 0)
     runs: dict[int, set[int]] = {}
     for t, g in zip(sorted(wanted), gop_of, strict=True):
-        runs.setdefault(int(g), set()).add(t)
-    for g, pending in sorted(runs.items()):
+        runs.setdefault(int(key_pts[g]), set()).add(t)
+    order = sorted(runs.items())
+    shares = _shares(order, index, workers) if reopen is not None else [order]
+    if len(shares) == 1:
+        _decode_runs(container, stream, order, wanted, conv, got, deadline)
+        return got
+
+    def share(runs_of: list[tuple[int, set[int]]]) -> None:
+        assert reopen is not None
+        with reopen() as other:
+            _decode_runs(other, _video_stream(other, limits), runs_of, wanted, conv, got, deadline)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(shares) - 1, thread_name_prefix="gop") as pool:
+        futures = [pool.submit(share, s) for s in shares[1:]]
+        try:
+            _decode_runs(container, stream, shares[0], wanted, conv, got, deadline)
+        finally:
+            errors = [f.exception() for f in futures]
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return got
+
+
+def _shares(order: list[tuple[int, set[int]]], index: _Index, workers: int) -> list[list[tuple[int, set[int]]]]:
+    """``order`` (GOP runs by keyframe time) cut into at most ``workers`` contiguous shares of about equal
+    cost, a run's cost being the packets decoded to reach its last sample (``index.cost``)."""
+    workers = min(workers, len(order))
+    if workers <= 1:
+        return [order]
+    where = {int(p): i for i, p in enumerate(index.pts)}
+    costs = [1 + int(index.cost[where[max(pending)]]) if max(pending) in where else 1 for _, pending in order]
+    total = sum(costs)
+    shares: list[list[tuple[int, set[int]]]] = [[]]
+    spent = 0
+    for run, cost in zip(order, costs, strict=True):
+        if shares[-1] and spent >= total * len(shares) / workers and len(shares) < workers:
+            shares.append([])
+        shares[-1].append(run)
+        spent += cost
+    return shares
+
+
+def _decode_runs(
+    container: Any,
+    stream: Any,
+    runs: list[tuple[int, set[int]]],
+    wanted: dict[int, int],
+    conv: _Converter,
+    got: np.ndarray,
+    deadline: Deadline,
+) -> None:
+    """Decodes the GOP ``runs`` (keyframe pts, sample pts still wanted) of one container, in order;
+    stops at a seek that lands somewhere unexpected (the samples left are the sequential pass's)."""
+    cc = stream.codec_context
+    for seek_to, pending in runs:
         deadline.check()
-        seek_to = int(key_pts[g])
         try:
             container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         except av.FFmpegError:
-            return got
+            return
         cc.flush_buffers()
         last = max(pending)
         unsent = set(pending)
@@ -539,7 +608,7 @@ def _decode_selected(
                 p = packet.pts if packet.pts is not None else packet.dts
                 if not started:
                     if p is not None and p > seek_to:
-                        return got  # the seek overshot: this index cannot be trusted
+                        return  # the seek overshot: this index cannot be trusted
                     if p != seek_to:
                         continue  # landed before our keyframe: demux forward to it
                     started = True
@@ -564,7 +633,6 @@ def _decode_selected(
             logger.info("decode error in the GOP at pts %d (continuing): %s", seek_to, exc)
         cc.skip_frame = "DEFAULT"
         cc.flush_buffers()
-    return got
 
 
 # Packets decoded past the next keyframe before giving up on a sample (open-GOP leading frames).

@@ -52,6 +52,9 @@ class DecodeLimits:
     # FFmpeg decode threads per decode; 0 = let FFmpeg pick. The launcher sets it from the cores
     # (video_pipeline.launch.decoder_scale: max(1, cores // instances)).
     threads: int = 0
+    # Decode slots on this machine (video_pipeline.media.cores): a decode splits its GOPs over the slots no
+    # other decode holds. 1: never split. The launcher sets it from the cores (cores // threads).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         # A zero or negative budget would refuse every request with a misleading "too large"
