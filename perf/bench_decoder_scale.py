@@ -196,8 +196,8 @@ def run_vllm(clip: Path, frames: int, per_client: int) -> Result:
 def markdown(results: list[Result], args: argparse.Namespace, clip_desc: str, cores: int, load: str) -> str:
     lines = [
         f"`python perf/bench_decoder_scale.py --clip {args.clip} --frames {args.frames} --per-client "
-        f"{args.per_client}` on this {os.cpu_count()}-CPU machine ({cores} usable cores; shared with other work, "
-        f"`uptime` at the end: {load}). {CONCURRENCY} concurrent decodes of one clip, {args.per_client} each "
+        f"{args.per_client}` on this {os.cpu_count()}-CPU machine ({cores} usable cores; "
+        f"`uptime` at the end, the benchmark's own load included: {load}). {CONCURRENCY} concurrent decodes of one clip, {args.per_client} each "
         f"({CONCURRENCY * args.per_client} in all), {args.frames} frames spread uniformly over it; every decode "
         f"a cache miss. Clip: {clip_desc}. Ours returns frames at the served model's size, vLLM's loader at the "
         "native size (its processor resizes later, untimed).",

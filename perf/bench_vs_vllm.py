@@ -317,7 +317,7 @@ def markdown(cells: list[Cell], args: argparse.Namespace, clip_desc: str, refere
     lines = [
         f"`python perf/bench_vs_vllm.py --clip {args.clip} --concurrency {args.concurrency} --max-tokens "
         f"{args.max_tokens}{f' --requests {args.requests}' if args.requests else ''}` on {os.cpu_count()} CPUs "
-        f"shared with other work (`uptime` at the end: {load}); both servers up at once, tiny Qwen2-VL, vLLM CPU "
+        f"(`uptime` at the end, the benchmark's own load included: {load}); both servers up at once, tiny Qwen2-VL, vLLM CPU "
         f"engine with the same engine arguments, {NUM_FRAMES} frames per video on both sides (vLLM: "
         f"`--media-io-kwargs '{{\"video\": {{\"num_frames\": {NUM_FRAMES}, \"video_backend\": \"opencv\"}}}}'`), "
         f"frames sized by the model's processor files on both sides, {args.max_tokens} tokens per answer "

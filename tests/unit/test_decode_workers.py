@@ -73,8 +73,9 @@ def test_decode_video_gives_the_same_frames_and_metadata_when_split_over_workers
         assert read_indices(split.frames) == split.frame_indices.tolist()
         keys = [key for _, ks in seen for key in ks]
         assert len(keys) == len(set(keys))  # each GOP decoded once
-        assert 1 < len(seen) <= min(workers, len(keys))  # at most one share per worker, each on its own thread
-        assert len({name for name, _ in seen}) == len(seen)
+        assert 1 < len(seen) <= min(workers, len(keys))  # at most one share per worker
+        # on more than one thread (the pool may hand a short share to a thread that already finished one)
+        assert len({name for name, _ in seen}) > 1
 
 
 def test_decode_video_decodes_on_one_thread_when_workers_is_one(long_gops, monkeypatch) -> None:
@@ -140,3 +141,37 @@ def test_shares_are_contiguous_and_balanced_by_decode_cost() -> None:
     assert sorted(len(s) for s in shares) == [3, 3, 4]
     assert decode._shares(order, index, 1) == [order]
     assert len(decode._shares(order[:2], index, 8)) == 2
+
+
+def test_shares_keep_one_share_when_one_gop_is_most_of_the_work() -> None:
+    # A 90-packet GOP then a 10-packet one (a long GOP in a short clip): no split, the slots become threads.
+    index = decode._Index(pts=np.arange(100), key=np.isin(np.arange(100), [0, 90]), has_pts=True,
+                          cost=np.where(np.arange(100) < 90, np.arange(100), np.arange(100) - 90))
+    order = [(0, {89}), (90, {99})]
+    assert decode._shares(order, index, 2) == [order]
+
+
+@pytest.mark.parametrize(("threads", "slots", "shares", "expected"), [
+    (1, 2, 1, [2]), (1, 2, 2, [1, 1]), (2, 3, 2, [4, 2]), (4, 8, 3, [12, 12, 8]), (0, 4, 2, [0, 0]),
+    (1, 1, 1, [1]),
+])
+def test_share_threads_deal_the_slots_out(threads, slots, shares, expected) -> None:
+    assert decode._share_threads(threads, slots, shares) == expected
+
+
+def test_decode_video_gives_a_lone_share_the_free_slots_as_threads(monkeypatch) -> None:
+    # One 60-frame GOP and a 4-frame one: one share, decoded with both slots' threads, frames as one thread's.
+    data = make_video(ClipSpec(num_frames=64, fps=25, gop=60, bframes=True, width=160, height=120))
+    threads: list[int] = []
+    real = decode._decode_runs
+
+    def spy(container: Any, stream: Any, *rest: Any) -> None:
+        threads.append(stream.codec_context.thread_count)
+        real(container, stream, *rest)
+
+    monkeypatch.setattr(decode, "_decode_runs", spy)
+    alone = decode_video(data, VideoOptions(num_frames=16), DecodeLimits(threads=1, workers=1))
+    assert threads == [1]
+    threads.clear()
+    _same(decode_video(data, VideoOptions(num_frames=16), DecodeLimits(threads=1, workers=2)), alone)
+    assert threads == [2]

@@ -536,19 +536,24 @@ def _decode_selected(
         runs.setdefault(int(key_pts[g]), set()).add(t)
     order = sorted(runs.items())
     shares = _shares(order, index, workers) if reopen is not None else [order]
+    threads = _share_threads(limits.threads, workers if reopen is not None else 1, len(shares))
+    if not stream.codec_context.is_open:  # FFmpeg takes its thread count when the codec opens
+        stream.codec_context.thread_count = threads[0]
     if len(shares) == 1:
         _decode_runs(container, stream, order, wanted, conv, got, deadline)
         return got
 
-    def share(runs_of: list[tuple[int, set[int]]]) -> None:
+    def share(runs_of: list[tuple[int, set[int]]], count: int) -> None:
         assert reopen is not None
         with reopen() as other:
-            _decode_runs(other, _video_stream(other, limits), runs_of, wanted, conv, got, deadline)
+            other_stream = _video_stream(other, limits)
+            other_stream.codec_context.thread_count = count
+            _decode_runs(other, other_stream, runs_of, wanted, conv, got, deadline)
 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(shares) - 1, thread_name_prefix="gop") as pool:
-        futures = [pool.submit(share, s) for s in shares[1:]]
+        futures = [pool.submit(share, s, n) for s, n in zip(shares[1:], threads[1:], strict=True)]
         try:
             _decode_runs(container, stream, shares[0], wanted, conv, got, deadline)
         finally:
@@ -561,7 +566,9 @@ def _decode_selected(
 
 def _shares(order: list[tuple[int, set[int]]], index: _Index, workers: int) -> list[list[tuple[int, set[int]]]]:
     """``order`` (GOP runs by keyframe time) cut into at most ``workers`` contiguous shares of about equal
-    cost, a run's cost being the packets decoded to reach its last sample (``index.cost``)."""
+    cost, a run's cost being the packets decoded to reach its last sample (``index.cost``). One share when
+    a single one would still cost ``_LONE_SHARE`` of the whole (a long GOP in a short clip): splitting
+    gains less there than giving the slots to FFmpeg's threads (see _share_threads)."""
     workers = min(workers, len(order))
     if workers <= 1:
         return [order]
@@ -569,13 +576,29 @@ def _shares(order: list[tuple[int, set[int]]], index: _Index, workers: int) -> l
     costs = [1 + int(index.cost[where[max(pending)]]) if max(pending) in where else 1 for _, pending in order]
     total = sum(costs)
     shares: list[list[tuple[int, set[int]]]] = [[]]
-    spent = 0
+    spent = share_cost = dearest = 0
     for run, cost in zip(order, costs, strict=True):
-        if shares[-1] and spent >= total * len(shares) / workers and len(shares) < workers:
+        if shares[-1] and spent + cost / 2 >= total * len(shares) / workers and len(shares) < workers:
             shares.append([])
+            share_cost = 0
         shares[-1].append(run)
         spent += cost
-    return shares
+        share_cost += cost
+        dearest = max(dearest, share_cost)
+    return [order] if dearest >= _LONE_SHARE * total else shares
+
+
+# A split whose dearest share costs this much of the whole is not worth its second container.
+_LONE_SHARE = 0.75
+
+
+def _share_threads(threads: int, slots: int, shares: int) -> list[int]:
+    """FFmpeg threads for each of ``shares`` shares of a decode holding ``slots`` decode slots of
+    ``threads`` threads each: the slots dealt out in turn, so slots no share runs on become frame
+    threads of the shares (0, FFmpeg's own choice, stays)."""
+    if threads <= 0:
+        return [0] * shares
+    return [threads * max(1, slots // shares + (i < slots % shares)) for i in range(shares)]
 
 
 def _decode_runs(
