@@ -158,6 +158,38 @@ def declared_duration(container: Any, stream: Any) -> float | None:
     return None
 
 
+def h264_slices(stream: Any, packet: Any) -> int:
+    """Coded slices in one H.264 ``packet`` of ``stream`` (length-prefixed NAL units as MP4/MKV carry them,
+    else Annex B start codes); 1 for other codecs or anything unreadable. Only a threading hint."""
+    if stream.codec_context.name != "h264":
+        return 1
+    try:
+        data = bytes(packet)
+        extradata = stream.codec_context.extradata or b""
+    except Exception:  # noqa: BLE001 - a hint, never an error
+        return 1
+    if extradata[:1] == b"\x01" and len(extradata) > 4:  # avcC: NAL units behind 1-4 byte lengths
+        size, types, at = (extradata[4] & 3) + 1, [], 0
+        while at + size < len(data) and len(types) < _MAX_NALS:
+            length = int.from_bytes(data[at:at + size], "big")
+            types.append(data[at + size] & 0x1F)
+            at += size + length
+    else:  # Annex B: each NAL unit after 00 00 01
+        types = [data[at + 3] & 0x1F for at in _start_codes(data)]
+    return max(1, sum(1 for t in types if t in (1, 5)))  # coded slices (IDR or not)
+
+
+def _start_codes(data: bytes) -> list[int]:
+    found, at = [], data.find(b"\x00\x00\x01")
+    while 0 <= at < len(data) - 3 and len(found) < _MAX_NALS:
+        found.append(at)
+        at = data.find(b"\x00\x00\x01", at + 3)
+    return found
+
+
+_MAX_NALS = 256  # more NAL units in one packet than any encoder writes: stop counting
+
+
 def facts_of(container: Any, stream: Any) -> VideoFacts:
     """The header facts of ``stream`` (from :func:`video_stream`) in an open ``container``."""
     cc = stream.codec_context
