@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from perf.bench_vs_vllm import Cell, Server, data_url, engine_args, ours_command, run_cell, salted  # noqa: E402
 from perf.clips import clip_by_name, ensure_clips  # noqa: E402
-from perf.results import machine_load, publish  # noqa: E402
+from perf.results import cpu_by_role, cpu_delta, machine_load, publish  # noqa: E402
 from video_pipeline.launch import free_port  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class Breakdown:
     threads: int
     ttft: list[float]
     per_model: dict[str, tuple[float, float]]  # name -> (mean queue s, mean total s) per request
+    cpu: dict[str, float]  # process role -> CPU seconds per request (perf.results.cpu_by_role)
 
 
 def measure(clip: bytes, threads: int, requests: int, work: Path) -> Breakdown:
@@ -82,12 +83,14 @@ def measure(clip: bytes, threads: int, requests: int, work: Path) -> Breakdown:
         if warm.errors:
             raise RuntimeError(f"warm-up failed: {warm.errors[0]}")
         before = model_stats(f"127.0.0.1:{triton_http}")
+        cpu_before = cpu_by_role(server.proc.pid)
         cell = Cell("ours", "data-url", 1)
         urls = [data_url(salted(clip, f"cold-{threads}-{i}")) for i in range(requests)]
         asyncio.run(run_cell(cell, server.base, urls, model, 16))
         if cell.errors:
             raise RuntimeError(f"a measured request failed: {cell.errors[0]}")
         after = model_stats(f"127.0.0.1:{triton_http}")
+        cpu = {role: seconds / requests for role, seconds in cpu_delta(cpu_before, cpu_by_role(server.proc.pid)).items()}
     finally:
         server.stop()
     per_model = {}
@@ -96,7 +99,7 @@ def measure(clip: bytes, threads: int, requests: int, work: Path) -> Breakdown:
         n = (a["count"] - b["count"]) if a else 0
         if n > 0:
             per_model[name] = ((a["queue"] - b["queue"]) / n / 1e9, (a["total"] - b["total"]) / n / 1e9)
-    return Breakdown(threads, [s.ttft for s in cell.samples], per_model)
+    return Breakdown(threads, [s.ttft for s in cell.samples], per_model, cpu)
 
 
 def markdown(rows: list[Breakdown], args: argparse.Namespace, clip_desc: str, load: str) -> str:
@@ -123,6 +126,20 @@ def markdown(rows: list[Breakdown], args: argparse.Namespace, clip_desc: str, lo
         f"{r.threads} thread(s): " + ", ".join(f"{n} {q * 1e3:.1f}" for n, (q, _) in r.per_model.items()
                                                if n != "llm")
         for r in rows)]
+    roles = [role for role in rows[0].cpu if any(r.cpu.get(role, 0) >= 0.0005 for r in rows)]
+    lines += ["", "CPU time per request by process (ms, user + system, from /proc between the first and the last "
+              "measured request; the wall time per request is about the TTFT plus 16 tokens):", "",
+              "| FFmpeg threads | " + " | ".join(roles) + " | all |", "|---:|" + "---:|" * (len(roles) + 1)]
+    for r in rows:
+        lines.append(f"| {r.threads} | " + " | ".join(f"{r.cpu.get(role, 0) * 1e3:.0f}" for role in roles)
+                     + f" | {sum(r.cpu.values()) * 1e3:.0f} |")
+    if any("vLLM Worker" in r.cpu for r in rows):
+        lines += ["", "vLLM's worker is a process of its own on CPU (vLLM forces its multiprocess executor there), and "
+                  "it busy-polls its shared-memory queue with sched_yield() for 1 s after each message "
+                  "(vllm/distributed/device_communicators/shm_broadcast.py, SpinCondition, busy_loop_s=1): with "
+                  "requests less than a second apart it stays runnable, so a decode wanting both cores shares them "
+                  "with it (the same holds for `vllm serve`'s decode). GPU deployments at tensor-parallel 1 run "
+                  "the worker in the engine process, without that loop."]
     return "\n".join(lines)
 
 
