@@ -69,7 +69,7 @@ NUM_FRAMES = 16
 # Prompt tokens of the two stacks may differ by at most this fraction (of the larger).
 TOKEN_TOLERANCE = 0.05
 # Requests per cell by concurrency (--requests overrides): a cell's wall time stays near 10-30 s here.
-DEFAULT_REQUESTS = {1: 4, 4: 8, 16: 16}
+DEFAULT_REQUESTS = {1: 8, 4: 8, 16: 16}  # c=1 medians of 4 swung with one slow request
 COLD_KINDS = ("data-url", "http-url", "file-id")
 REPEAT_KINDS = ("repeated", "file-id-repeat")
 OURS_ONLY = ("file-id", "file-id-repeat")
