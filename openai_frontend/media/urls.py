@@ -19,7 +19,6 @@ Every byte read counts against the request's :class:`~openai_frontend.budgets.Re
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import hashlib
 import mimetypes
@@ -40,6 +39,7 @@ from openai_frontend.files.store import FileStore
 from openai_frontend.files.upload import sniff
 from openai_frontend.media.fetch import HttpFetcher
 from openai_frontend.settings import Settings, env_name
+from video_pipeline.b64 import b64decode_strict
 
 Kind = Literal["video", "image", "audio"]
 
@@ -338,6 +338,6 @@ def too_large(where: str, what: str, limit: int, unit: str = "bytes", setting: s
 
 def _b64(data: str, where: str) -> bytes:
     try:
-        return base64.b64decode(data, validate=True)
+        return b64decode_strict(data)
     except (binascii.Error, ValueError):
         raise bad_request(f"{where}: the data URL is not valid base64", where, code="invalid_base64") from None

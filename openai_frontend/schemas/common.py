@@ -130,8 +130,9 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 # A lone surrogate (text that is no Unicode, and that no UTF-8 answer can echo) comes only from a
 # \ud800-\udfff escape or from surrogate bytes (json reads bytes with "surrogatepass"): cheap to
-# look for, and only then is the parsed document walked.
-_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+# look for, and only then is the parsed document walked. Two patterns, each starting with a literal, so
+# the regex engine skips to candidates (one alternation scanned a 22 MB data URL in 136 ms, these in 12).
+_SURROGATE = (re.compile(rb"\\u[dD][89a-fA-F]"), re.compile(rb"\xed[\xa0-\xbf]"))
 
 
 def parse_json(raw: bytes, what: str = "the request body", param: str | None = None) -> Any:
@@ -142,7 +143,7 @@ def parse_json(raw: bytes, what: str = "the request body", param: str | None = N
         raise bad_request(f"{what} is nested too deeply", param, code="invalid_json") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"{what} is not valid JSON: {exc}", param, code="invalid_json") from None
-    if (_SURROGATE.search(raw) or json.detect_encoding(raw) != "utf-8") and _has_lone_surrogate(data):
+    if (any(p.search(raw) for p in _SURROGATE) or json.detect_encoding(raw) != "utf-8") and _has_lone_surrogate(data):
         raise bad_request(f"{what} holds a string that is not valid Unicode (a lone surrogate \\ud800-\\udfff)",
                           param, code="invalid_json")
     return data

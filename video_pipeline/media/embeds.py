@@ -14,7 +14,6 @@ part's 400, never an engine step that fails for the whole batch.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import json
@@ -23,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from video_pipeline.b64 import b64decode_strict
 from video_pipeline.errors import InvalidInput, MediaTooLarge
 
 EMBEDS_KEY = "image_embeds"
@@ -85,7 +85,7 @@ def load_tensor(data: str, where: str) -> Any:
     import torch
 
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = b64decode_strict(data)
     except (binascii.Error, ValueError):
         raise InvalidInput(f"{where}: not valid base64") from None
     if not raw:
