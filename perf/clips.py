@@ -133,6 +133,16 @@ SERVING_CLIPS: tuple[ClipSpec, ...] = (
              gop=250, options={"preset": "superfast", "crf": "23",
                                "x264-params": "keyint=250:min-keyint=250:scenecut=0:bframes=3"},
              description="H.264 360p30, 10 s, 250-frame GOP, 3 B-frames"),
+    # The clips above have one slice per encoder thread (PyAV asks x264 for slice threads); phone and web H.264 is
+    # mostly one slice per frame, where a decoder's extra threads can only be frame threads.
+    ClipSpec(name="h264-360p-10s-1slice", codec="libx264", suffix=".mp4", width=640, height=360, fps=30, seconds=10,
+             gop=250, options={"preset": "superfast", "crf": "23",
+                               "x264-params": "keyint=250:min-keyint=250:scenecut=0:bframes=3:sliced-threads=0"},
+             description="H.264 360p30, 10 s, 250-frame GOP, 3 B-frames, 1 slice per frame"),
+    ClipSpec(name="h264-720p-60s-1slice", codec="libx264", suffix=".mp4", width=1280, height=720, fps=30, seconds=60,
+             gop=250, options={"preset": "superfast", "crf": "23",
+                               "x264-params": "keyint=250:min-keyint=250:scenecut=0:bframes=3:sliced-threads=0"},
+             description="H.264 720p30, 60 s, 250-frame GOP, 3 B-frames, 1 slice per frame"),
 )
 
 
