@@ -50,7 +50,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perf.results import replace_section  # noqa: E402
+from perf.results import proc_label, replace_section  # noqa: E402
 from perf.shim_traced import rollup  # noqa: E402
 from tests.videos import ClipSpec, make_frame, make_video  # noqa: E402
 from video_pipeline.cache import SERVER_DIR_PREFIX  # noqa: E402
@@ -490,18 +490,6 @@ def mem_of(pid: int) -> dict[str, int]:
     return {"rss": m.get("Rss", 0), "pss": m.get("Pss", 0),
             "uss": m.get("Private_Clean", 0) + m.get("Private_Dirty", 0), "shmem": m.get("Pss_Shmem", 0),
             "anon": m.get("Anonymous", 0)}
-
-
-def proc_label(proc: psutil.Process) -> str:
-    """A name for a process below tritonserver: a Python backend stub by its model instance (``llm_0_0``: the
-    stub's command line names it), vLLM's processes by the title they set (``VLLM::EngineCore``)."""
-    cmd = proc.cmdline()
-    if cmd and cmd[0].endswith("triton_python_backend_stub"):
-        instance = next((a for a in cmd[3:] if re.fullmatch(r"[A-Za-z][\w-]*_\d+_\d+", a)), "")
-        return f"stub {instance or Path(cmd[1]).parent.parent.name}"
-    if any("resource_tracker" in a for a in cmd):
-        return "resource tracker"
-    return (cmd[0].split()[0] if cmd and cmd[0].startswith("VLLM::") else proc.name())[:32]
 
 
 def processes(shim: Shim) -> dict[str, int]:

@@ -133,7 +133,7 @@ def markdown(rows: list[Breakdown], args: argparse.Namespace, clip_desc: str, lo
     for r in rows:
         lines.append(f"| {r.threads} | " + " | ".join(f"{r.cpu.get(role, 0) * 1e3:.0f}" for role in roles)
                      + f" | {sum(r.cpu.values()) * 1e3:.0f} |")
-    if any("vLLM Worker" in r.cpu for r in rows):
+    if any("VLLM::Worker" in r.cpu for r in rows):
         lines += ["", "vLLM's worker is a process of its own on CPU (vLLM forces its multiprocess executor there), and "
                   "it busy-polls its shared-memory queue with sched_yield() for 1 s after each message "
                   "(vllm/distributed/device_communicators/shm_broadcast.py, SpinCondition, busy_loop_s=1): with "

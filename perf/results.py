@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import psutil
+
 HEADER = "# Benchmark results\n\nEach section is written by the benchmark named in it; rerun that command to refresh it.\n"
 
 
@@ -34,61 +36,37 @@ def publish(name: str, body: str, write: bool = True) -> None:
         replace_section(Path(__file__).resolve().parent / "RESULTS.md", name, body)
 
 
-# --- CPU time by process ------------------------------------------------------------------------------
+# --- processes and their CPU time ---------------------------------------------------------------------
 
-_STUB_MODELS = ("video_decoder", "video_preprocessor", "video_media", "video_generator", "llm")
+
+def proc_label(proc: psutil.Process) -> str:
+    """A name for a process of our stack: a Python backend stub by its model instance (``llm_0_0``: the
+    stub's command line names it), vLLM's processes by the title they set (``VLLM::EngineCore``)."""
+    cmd = proc.cmdline()
+    if cmd and cmd[0].endswith("triton_python_backend_stub"):
+        instance = next((a for a in cmd[3:] if re.fullmatch(r"[A-Za-z][\w-]*_\d+_\d+", a)), "")
+        return f"stub {instance or Path(cmd[1]).parent.parent.name}"
+    if any("resource_tracker" in a for a in cmd):
+        return "resource tracker"
+    return (cmd[0].split()[0] if cmd and cmd[0].startswith("VLLM::") else proc.name())[:32]
 
 
 def cpu_by_role(root_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) spent so far by ``root_pid`` and every process under it, summed by
-    role: the shim, tritonserver, each Python-backend model's stubs, vLLM's engine core and worker
+    """CPU seconds (user + system) spent so far by ``root_pid`` (the shim, with its launcher) and every
+    process under it, summed by role: tritonserver, each model's stubs (``llm stubs``), vLLM's processes
     (processes that already exited are not counted). Two readings around a run give its share."""
-    import os
-
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (stat := _stat(int(name))) is not None:
-            children.setdefault(int(stat[1]), []).append(int(name))
-    tick = os.sysconf("SC_CLK_TCK")
+    root = psutil.Process(root_pid)
     out: dict[str, float] = {}
-    todo = [root_pid]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        stat = _stat(pid)
-        if stat is None:
-            continue
-        role = _role(pid)
-        out[role] = out.get(role, 0.0) + (int(stat[11]) + int(stat[12])) / tick
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            label = "shim (+launcher)" if proc.pid == root_pid else proc_label(proc)
+        except psutil.Error:
+            continue  # exited meanwhile
+        if label.startswith("stub "):
+            label = re.sub(r"_\d+_\d+$", "", label.removeprefix("stub ")) + " stubs"
+        out[label] = out.get(label, 0.0) + times.user + times.system
     return out
-
-
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name (field 3 on: state, ppid, ...), None when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _role(pid: int) -> str:
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return "gone"
-    line = " ".join(args)
-    if line.startswith("VLLM::"):
-        return "vLLM " + line.split()[0].removeprefix("VLLM::")
-    if "backend_stub" in args[0]:
-        named = [m for m in _STUB_MODELS if any(f"/{m}/" in a or a.startswith(f"{m}_") for a in args)]
-        return f"{named[0]} stubs" if named else "Python stubs"
-    if args[0].endswith("tritonserver"):
-        return "tritonserver"
-    if "openai_frontend" in line:
-        return "shim (+launcher)"
-    if "vllm" in line:
-        return "vLLM API server"
-    return Path(args[0]).name or "other"
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

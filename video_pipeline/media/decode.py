@@ -603,8 +603,8 @@ _LONE_SHARE = 0.75
 
 def _share_threads(threads: int, slots: int, shares: int) -> list[int]:
     """FFmpeg threads for each of ``shares`` shares of a decode holding ``slots`` decode slots of
-    ``threads`` threads each: the slots dealt out in turn, so slots no share runs on become frame
-    threads of the shares (0, FFmpeg's own choice, stays)."""
+    ``threads`` threads each: the slots dealt out in turn, so slots no share runs on become FFmpeg
+    threads of the shares (slice or frame threads: _set_threads; 0, FFmpeg's own choice, stays)."""
     if threads <= 0:
         return [0] * shares
     return [threads * max(1, slots // shares + (i < slots % shares)) for i in range(shares)]
